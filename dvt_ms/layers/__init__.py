@@ -1,0 +1,14 @@
+"""Building blocks shared by every backbone."""
+from .activation import GELU, erf
+from .attention import Attention
+from .block import Block
+from .drop_path import DropPath
+from .mlp import Mlp
+from .patch_embed import PatchEmbed
+from .reuse import FeatureReuse, RelationReuse
+from .tokens_to_token import TokenPerformer, TokensToToken
+
+__all__ = [
+    "GELU", "erf", "Attention", "Block", "DropPath", "Mlp", "PatchEmbed",
+    "FeatureReuse", "RelationReuse", "TokenPerformer", "TokensToToken",
+]

@@ -1,0 +1,65 @@
+"""DVT reuse modules: what a stage takes from the stage before it."""
+import numpy as np
+from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common.initializer import TruncatedNormal, initializer
+
+from .activation import GELU
+from .mlp import Mlp
+from .resample import token_resample_matrix
+
+
+class FeatureReuse(nn.Cell):
+    """Compress the previous stage's final tokens and resample them onto this stage's grid.
+
+    Input ``[B, 1 + src**2, in_dim]``; output ``[B, 1 + dst**2, out_dim]`` whose class-token slot is zero.
+    """
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, src_grid: int, dst_grid: int,
+                 norm_eps: float):
+        super().__init__()
+        self.norm = nn.LayerNorm((in_dim,), epsilon=norm_eps)
+        self.mlp = Mlp(in_dim, hidden_dim, out_dim)
+        self.resample = Tensor(token_resample_matrix(src_grid, dst_grid, class_token_weight=0.0))
+
+    def construct(self, tokens: Tensor) -> Tensor:
+        return ops.matmul(self.resample, self.mlp(self.norm(tokens)))
+
+
+class ChannelMix(nn.Cell):
+    """A 1x1 convolution over axis 1 of ``[B, C, M]``, computed as a matrix product."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.weight = Parameter(initializer(TruncatedNormal(0.02), (out_channels, in_channels)), name="weight")
+        self.bias = Parameter(initializer("zeros", (out_channels,)), name="bias")
+
+    def construct(self, x: Tensor) -> Tensor:
+        return ops.matmul(self.weight, x) + self.bias.reshape(-1, 1)
+
+
+class RelationReuse(nn.Cell):
+    """Mix the previous stage's attention logits across (layer, head) channels and resample them.
+
+    Input ``[B, in_channels, 1 + src**2, 1 + src**2]`` (all layers' logits, layer-major); output
+    ``[B, out_channels, 1 + dst**2, 1 + dst**2]``. Class-token rows and columns are carried over
+    unresampled, image-token rows and columns are resampled on the grid.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, src_grid: int, dst_grid: int,
+                 expansion: int = 3):
+        super().__init__()
+        self.fc1 = ChannelMix(in_channels, out_channels * expansion)
+        self.act = GELU()
+        self.fc2 = ChannelMix(out_channels * expansion, out_channels)
+        matrix = token_resample_matrix(src_grid, dst_grid, class_token_weight=1.0)
+        self.resample = Tensor(matrix)
+        self.resample_t = Tensor(np.ascontiguousarray(matrix.T))
+        self.out_channels = out_channels
+
+    def construct(self, relations: Tensor) -> Tensor:
+        b, c, n, _ = relations.shape
+        mixed = self.fc2(self.act(self.fc1(relations.reshape(b, c, n * n))))
+        mixed = mixed.reshape(b * self.out_channels, n, n)
+        resampled = ops.matmul(ops.matmul(self.resample, mixed), self.resample_t)
+        dst = self.resample.shape[0]
+        return resampled.reshape(b, self.out_channels, dst, dst)
