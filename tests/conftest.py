@@ -1,14 +1,26 @@
 """Shared pytest fixtures.
 
-Tests that need PyTorch to produce reference outputs ask for the ``torch`` fixture. Without torch they
-are skipped, unless ``DVT_MS_REQUIRE_TORCH=1`` (set by CI), in which case a missing torch is a failure.
+Tests run in GRAPH_MODE on the device named by ``DVT_MS_DEVICE`` (default CPU). Tests that need
+PyTorch to produce reference outputs ask for the ``torch`` fixture. Without torch they are skipped,
+unless ``DVT_MS_REQUIRE_TORCH=1`` (set by CI), in which case a missing torch is a failure.
 """
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
-REFERENCE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE_DIR = ROOT.parent / "shared" / "reference"
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("GLOG_v", "3")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def mindspore_context():
+    from dvt_ms.utils.device import configure_device
+
+    return configure_device(os.environ.get("DVT_MS_DEVICE", "CPU"), "graph")
 
 
 @pytest.fixture(scope="session")

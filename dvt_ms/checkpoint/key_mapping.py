@@ -1,6 +1,6 @@
 """Pure mapping from official PyTorch state-dict keys and tensors to this project's parameters."""
 import re
-from typing import Dict, Iterable, List, Tuple
+from typing import Dict, Tuple
 
 import numpy as np
 
@@ -59,8 +59,3 @@ def map_state_dict(state_dict: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         mapped[name] = map_tensor(name, np.asarray(value))
         origin[name] = key
     return mapped
-
-
-def strip_prefix(keys: Iterable[str], prefix: str = "module.") -> List[str]:
-    """Keys without a DataParallel/DDP ``module.`` prefix."""
-    return [k[len(prefix):] if k.startswith(prefix) else k for k in keys]
