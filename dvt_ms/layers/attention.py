@@ -22,11 +22,12 @@ class Attention(nn.Cell):
         self.qkv = nn.Dense(dim, dim * 3, has_bias=qkv_bias)
         self.proj = nn.Dense(dim, dim)
         self.scores = ops.BatchMatMul(transpose_b=True)
+        self.unstack = ops.Unstack(axis=0)
 
     def construct(self, x: Tensor, relation_bias: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).transpose(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
+        q, k, v = self.unstack(qkv)
         logits = self.scores(q, k) * self.scale
         if relation_bias is not None:
             logits = logits + relation_bias
