@@ -52,7 +52,7 @@ def _feature_reuse(module: FeatureReuse) -> int:
 
 
 def _relation_reuse(module: RelationReuse) -> int:
-    dst, src = module.resample.shape
+    src, dst = module.resample_t.shape
     positions = src * src
     hidden, channels_in = module.fc1.weight.shape
     out, _ = module.fc2.weight.shape

@@ -59,7 +59,7 @@ def test_dvt_grids_are_derived(name, grids):
     net = create_model(name, **TINY)
     assert [stage.grid_size for stage in net.stages] == grids
     assert net.stages[0].relation_reuse is None
-    assert net.stages[1].relation_reuse.resample.shape == (101, 50)
+    assert net.stages[1].relation_reuse.resample_t.shape == (50, 101)
     assert net.stages[2].blocks[0].feature_reuse.resample.shape == (197, 101)
 
 

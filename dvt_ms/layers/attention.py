@@ -28,7 +28,7 @@ class Attention(nn.Cell):
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).transpose(2, 0, 3, 1, 4)
         q, k, v = self.unstack(qkv)
-        logits = self.scores(q, k) * self.scale
+        logits = self.scores(q * self.scale, k)
         if relation_bias is not None:
             logits = logits + relation_bias
         probs = ops.softmax(logits, axis=-1)

@@ -31,11 +31,20 @@ class PatchEmbed(nn.Cell):
         self.in_chans = in_chans
         self.proj = nn.Dense(in_chans * patch_size * patch_size, embed_dim)
 
+    @staticmethod
+    def _zero_pad(x: Tensor, pad: int) -> Tensor:
+        """Zero padding on both spatial sides; concatenation is much faster than ``ops.pad`` on CPU."""
+        b, c, h, w = x.shape
+        rows = ops.zeros((b, c, pad, w), x.dtype)
+        x = ops.concat((rows, x, rows), axis=2)
+        cols = ops.zeros((b, c, h + 2 * pad, pad), x.dtype)
+        return ops.concat((cols, x, cols), axis=3)
+
     def construct(self, x: Tensor) -> Tensor:
         b = x.shape[0]
         p, g, pad = self.patch_size, self.grid_size, self.padding
         if pad > 0:
-            x = ops.pad(x, (pad, pad, pad, pad))
+            x = self._zero_pad(x, pad)
         covered = g * p
         if x.shape[2] != covered or x.shape[3] != covered:
             x = x[:, :, :covered, :covered]

@@ -51,15 +51,17 @@ class RelationReuse(nn.Cell):
         self.fc1 = ChannelMix(in_channels, out_channels * expansion)
         self.act = GELU()
         self.fc2 = ChannelMix(out_channels * expansion, out_channels)
-        matrix = token_resample_matrix(src_grid, dst_grid, class_token_weight=1.0)
-        self.resample = Tensor(matrix)
-        self.resample_t = Tensor(np.ascontiguousarray(matrix.T))
+        self.resample_t = Tensor(np.ascontiguousarray(
+            token_resample_matrix(src_grid, dst_grid, class_token_weight=1.0).T))
         self.out_channels = out_channels
 
     def construct(self, relations: Tensor) -> Tensor:
         b, c, n, _ = relations.shape
         mixed = self.fc2(self.act(self.fc1(relations.reshape(b, c, n * n))))
-        mixed = mixed.reshape(b * self.out_channels, n, n)
-        resampled = ops.matmul(ops.matmul(self.resample, mixed), self.resample_t)
-        dst = self.resample.shape[0]
-        return resampled.reshape(b, self.out_channels, dst, dst)
+        # A @ R @ A.T as two plain 2-D products (a batched product would copy A once per map):
+        # (R.T @ A.T) is (A @ R).T, transposed back, then (A @ R) @ A.T.
+        dst = self.resample_t.shape[1]
+        maps = mixed.reshape(b * self.out_channels, n, n).transpose(0, 2, 1).reshape(-1, n)
+        rows = ops.matmul(maps, self.resample_t).reshape(-1, n, dst).transpose(0, 2, 1)
+        both = ops.matmul(rows.reshape(-1, n), self.resample_t)
+        return both.reshape(b, self.out_channels, dst, dst)

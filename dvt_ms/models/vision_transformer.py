@@ -107,14 +107,13 @@ class VisionTransformer(nn.Cell):
         tokens = self.tokenizer(x)
         cls = ops.broadcast_to(self.cls_token, (tokens.shape[0], 1, self.embed_dim))
         x = ops.concat((cls, tokens), axis=1) + self.pos_embed
-        bias = None
+        layer_biases = None
         if self.relation_reuse is not None and reused_relations is not None:
-            bias = self.relation_reuse(reused_relations)
-        heads = self.num_heads
+            layer_biases = ops.split(self.relation_reuse(reused_relations), self.num_heads, axis=1)
         relations = []
         kept = []
         for i, block in enumerate(self.blocks):
-            layer_bias = None if bias is None else bias[:, i * heads:(i + 1) * heads]
+            layer_bias = None if layer_biases is None else layer_biases[i]
             x, logits, kept_idx = block(x, reused_tokens, layer_bias, keep_rate)
             if collect_relations:
                 relations.append(logits)

@@ -1,0 +1,529 @@
+"""One configuration system for every script: a declared schema, YAML files and command-line flags.
+
+A script declares the keys it reads as a :class:`Schema` (sections add up: ``COMMON + EVAL``), then calls
+:func:`resolve_config`::
+
+    config = resolve_config(COMMON + EVAL, argv)
+    config.batch_size, config["model"], config.to_dict()
+
+Every key of the schema is a flag (``--batch_size 32``); ``--config FILE.yaml`` reads a flat YAML mapping
+of the same keys. Precedence: schema default < YAML file < command line. Everything is checked before any
+work starts, and each error names the key and where its value came from (the file or the command line):
+
+- a key in the file that no section declares is an error (with a close match suggested);
+- a value of the wrong type, outside ``choices`` or refused by the option's validator is an error;
+- cross-key checks of the schema run last (e.g. ``model_overrides`` against the model's accepted keys).
+
+Config files may be shared by several scripts. A file key declared by a section in ``FILE_SECTIONS``
+that the running script does not use (a training key read by the evaluation script) is accepted and
+ignored; it is listed in ``config.ignored``. New sections (training) are added to ``FILE_SECTIONS``
+here, so every script knows every key a config file may hold.
+
+Value types are ``int``, ``float`` (an int is accepted), ``str``, ``bool``, ``dict`` and ``list``. On
+the command line, ``bool`` flags take ``true/false/yes/no/1/0`` or nothing (meaning true), ``dict`` and
+``list`` values are YAML (``--model_overrides '{num_classes: 10}'``, which replaces the file's mapping),
+and options declared ``nullable`` accept ``null``.
+"""
+import argparse
+import difflib
+import logging
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+import yaml
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ConfigError", "Option", "Schema", "Config", "COMMON", "EVAL", "TRAIN", "FILE_SECTIONS",
+    "build_parser", "load_config_file", "validate_config", "resolve_config", "save_config",
+]
+
+PathLike = Union[str, os.PathLike]
+COMMAND_LINE = "command line"
+DEFAULT = "default"
+_TYPES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+          dict: "a mapping", list: "a list"}
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+_NULL = {"null", "none", "~"}
+
+
+class ConfigError(ValueError):
+    """A bad config file, flag or value; the message names the key and the file or flag at fault."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One config key.
+
+    ``validator(value)`` may raise ``ValueError``/``TypeError`` with the reason a value is impossible.
+    ``required`` keys have no usable default; ``nullable`` keys also accept ``None`` (YAML ``null``).
+    """
+
+    name: str
+    type: type
+    default: Any = None
+    help: str = ""
+    choices: Optional[Tuple[Any, ...]] = None
+    validator: Optional[Callable[[Any], None]] = None
+    required: bool = False
+    nullable: bool = False
+
+    def __post_init__(self) -> None:
+        if self.type not in _TYPES:
+            raise TypeError(f"option {self.name!r}: unsupported type {self.type!r}")
+        if not self.name.isidentifier():
+            raise ValueError(f"option name {self.name!r} must be a Python identifier")
+
+
+Check = Callable[[Dict[str, Any], Dict[str, str]], None]
+
+
+class Schema:
+    """An ordered set of :class:`Option` in titled sections, plus cross-key checks.
+
+    ``a + b`` joins two schemas (a key declared twice is an error). A check is called as
+    ``check(values, sources)`` after every key was validated and raises :class:`ConfigError`.
+    """
+
+    def __init__(self, title: str, options: Iterable[Option] = (), checks: Iterable[Check] = ()):
+        self._sections: List[Tuple[str, Tuple[Option, ...]]] = [(title, tuple(options))]
+        self._checks: Tuple[Check, ...] = tuple(checks)
+        self._options: Dict[str, Option] = {}
+        self._index()
+
+    def _index(self) -> None:
+        self._options = {}
+        for _, options in self._sections:
+            for option in options:
+                if option.name in self._options or option.name == "config":
+                    raise ValueError(f"config key {option.name!r} is declared twice")
+                self._options[option.name] = option
+
+    def __add__(self, other: "Schema") -> "Schema":
+        joined = Schema.__new__(Schema)
+        joined._sections = self._sections + other._sections
+        joined._checks = self._checks + other._checks
+        joined._index()
+        return joined
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._options
+
+    def __getitem__(self, name: str) -> Option:
+        return self._options[name]
+
+    def __iter__(self) -> Iterator[Option]:
+        return iter(self._options.values())
+
+    def __len__(self) -> int:
+        return len(self._options)
+
+    @property
+    def names(self) -> Tuple[str, ...]:
+        return tuple(self._options)
+
+    @property
+    def sections(self) -> Tuple[Tuple[str, Tuple[Option, ...]], ...]:
+        return tuple(self._sections)
+
+    @property
+    def checks(self) -> Tuple[Check, ...]:
+        return self._checks
+
+
+class Config(Mapping):
+    """Resolved, validated config values: a read-only mapping with attribute access.
+
+    ``sources[key]`` says where each value came from (``default``, the file path or ``command line``);
+    ``ignored`` holds file keys that belong to another script's section.
+    """
+
+    def __init__(self, values: Dict[str, Any], sources: Dict[str, str], schema: Schema,
+                 config_file: Optional[str] = None, ignored: Optional[Dict[str, Any]] = None):
+        object.__setattr__(self, "_values", dict(values))
+        object.__setattr__(self, "sources", dict(sources))
+        object.__setattr__(self, "schema", schema)
+        object.__setattr__(self, "config_file", config_file)
+        object.__setattr__(self, "ignored", dict(ignored or {}))
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        try:
+            return self._values[key]
+        except KeyError:
+            raise AttributeError(f"config has no key {key!r}") from None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError("Config is read-only; use replace(...) for a changed copy")
+
+    def replace(self, **changes: Any) -> "Config":
+        """A copy with ``changes`` applied and validated again (source: ``code``)."""
+        values = {**self._values, **changes}
+        sources = {**self.sources, **{k: "code" for k in changes}}
+        return Config(validate_config(self.schema, values, sources), sources, self.schema,
+                      self.config_file, self.ignored)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain dict of every key of the schema, in declaration order (deep copies of containers)."""
+        return {name: _copy(self._values[name]) for name in self.schema.names}
+
+    def __repr__(self) -> str:
+        return f"Config({self._values!r})"
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
+# value checks
+# --------------------------------------------------------------------------------------------------
+def _where(name: str, sources: Mapping[str, str]) -> str:
+    source = sources.get(name, DEFAULT)
+    if source == COMMAND_LINE:
+        return f"--{name}"
+    if source in (DEFAULT, "code"):
+        return f"{name} ({source})"
+    return f"{source}: {name}"
+
+
+def _coerce(option: Option, value: Any) -> Any:
+    """Check ``value`` against the option's type; return it (floats from ints, containers copied)."""
+    kind = option.type
+    if value is None:
+        if option.nullable:
+            return None
+        raise ValueError(f"expected {_TYPES[kind]}, got null")
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok:
+            value = float(value)
+            if not math.isfinite(value):
+                raise ValueError(f"expected a finite number, got {value!r}")
+    elif kind is str:
+        ok = isinstance(value, str)
+    elif kind is dict:
+        ok = isinstance(value, Mapping) and all(isinstance(k, str) for k in value)
+        if ok:
+            value = _copy(dict(value))
+    else:
+        ok = isinstance(value, (list, tuple))
+        if ok:
+            value = _copy(list(value))
+    if not ok:
+        raise ValueError(f"expected {_TYPES[kind]}, got {type(value).__name__} {value!r}")
+    if option.choices is not None and value not in option.choices:
+        raise ValueError(f"{value!r} is not one of {', '.join(map(str, option.choices))}")
+    if option.validator is not None:
+        option.validator(value)
+    return value
+
+
+def validate_config(schema: Schema, values: Mapping[str, Any],
+                    sources: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
+    """Validate ``values`` (every key of ``schema``, missing ones take their defaults).
+
+    Raises :class:`ConfigError` naming the key and its source for an unknown key, a missing required
+    key, a wrong type or an impossible value. Returns the validated values.
+    """
+    sources = dict(sources or {})
+    unknown = [k for k in values if k not in schema]
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {', '.join(map(repr, unknown))}")
+    resolved: Dict[str, Any] = {}
+    for option in schema:
+        if option.name not in values:
+            if option.required:
+                raise ConfigError(f"missing required key {option.name!r}: set it in the config file "
+                                  f"or pass --{option.name}")
+            resolved[option.name] = _copy(option.default)
+            continue
+        try:
+            resolved[option.name] = _coerce(option, values[option.name])
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{_where(option.name, sources)}: {exc}") from None
+    for check in schema.checks:
+        check(resolved, sources)
+    return resolved
+
+
+# --------------------------------------------------------------------------------------------------
+# files and the command line
+# --------------------------------------------------------------------------------------------------
+def load_config_file(path: PathLike) -> Dict[str, Any]:
+    """Read a flat YAML mapping; errors name the file (and the line for YAML syntax errors)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        with open(path, "r", encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of key: value at the top level, "
+                          f"found {type(data).__name__}")
+    bad = [k for k in data if not isinstance(k, str)]
+    if bad:
+        raise ConfigError(f"{path}: keys must be strings, found {', '.join(map(repr, bad))}")
+    return data
+
+
+def _parse_flag(option: Option, text: str) -> Any:
+    """Turn the text of ``--name text`` into a value of the option's type (checked later)."""
+    lowered = text.strip().lower()
+    if option.nullable and lowered in _NULL:
+        return None
+    if option.type is str:
+        return text
+    if option.type is bool:
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise ValueError(f"expected true or false, got {text!r}")
+    if option.type is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"expected an integer, got {text!r}") from None
+    if option.type is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"expected a number, got {text!r}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"cannot parse {text!r} as YAML ({getattr(exc, 'problem', exc)})") from None
+
+
+def _help(option: Option) -> str:
+    parts = [option.help] if option.help else []
+    if option.choices is not None:
+        parts.append(f"one of {', '.join(map(str, option.choices))}")
+    parts.append("required" if option.required else f"default: {option.default!r}")
+    return "; ".join(parts)
+
+
+def build_parser(schema: Schema, description: Optional[str] = None,
+                 parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
+    """An argparse parser with ``--config`` and one ``--key`` flag per option, grouped by section.
+
+    Flags default to ``argparse.SUPPRESS`` so that only the flags actually given override the file.
+    """
+    if parser is None:
+        parser = argparse.ArgumentParser(description=description,
+                                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", metavar="FILE.yaml",
+                        help="YAML file of key: value pairs (any key below); flags override it")
+    for title, options in schema.sections:
+        if not options:
+            continue
+        group = parser.add_argument_group(title)
+        for option in options:
+            kwargs = dict(dest=option.name, default=argparse.SUPPRESS, help=_help(option))
+            if option.type is bool:
+                kwargs.update(nargs="?", const="true", metavar="BOOL")
+            else:
+                kwargs["metavar"] = option.name.upper()
+            group.add_argument(f"--{option.name}", **kwargs)
+    return parser
+
+
+def _suggest(name: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def resolve_config(schema: Schema, argv: Optional[Sequence[str]] = None, description: Optional[str] = None,
+                   file_sections: Optional[Sequence[Schema]] = None) -> Config:
+    """Parse ``argv`` (``--config FILE`` and ``--key value`` flags), merge and validate.
+
+    ``file_sections`` (default :data:`FILE_SECTIONS`) are the sections a config file may use; keys of
+    those that ``schema`` lacks are ignored. Raises :class:`ConfigError`; argparse exits on a bad flag.
+    """
+    parser = build_parser(schema, description)
+    args = vars(parser.parse_args(argv))
+    config_file = args.pop("config", None)
+    values: Dict[str, Any] = {}
+    sources: Dict[str, str] = {}
+    ignored: Dict[str, Any] = {}
+    if config_file is not None:
+        data = load_config_file(config_file)
+        allowed = set(schema.names)
+        for section in (FILE_SECTIONS if file_sections is None else file_sections):
+            allowed.update(section.names)
+        unknown = [k for k in data if k not in allowed]
+        if unknown:
+            hints = "; ".join(f"{k!r}{_suggest(k, sorted(allowed))}" for k in unknown)
+            raise ConfigError(f"{config_file}: unknown key(s) {hints}")
+        for key, value in data.items():
+            if key in schema:
+                values[key] = value
+                sources[key] = str(config_file)
+            else:
+                ignored[key] = value
+        if ignored:
+            logger.debug("%s: keys not used by this script: %s", config_file, ", ".join(ignored))
+    for key, text in args.items():
+        try:
+            values[key] = _parse_flag(schema[key], text)
+        except ValueError as exc:
+            raise ConfigError(f"--{key}: {exc}") from None
+        sources[key] = COMMAND_LINE
+    resolved = validate_config(schema, values, sources)
+    return Config(resolved, sources, schema, None if config_file is None else str(config_file), ignored)
+
+
+def save_config(config: Union[Config, Mapping[str, Any]], path: PathLike,
+                header: Optional[str] = None) -> Path:
+    """Write the resolved config as YAML (written to a temporary file, then renamed into place).
+
+    The file can be read back with ``--config``. ``header`` becomes a comment at the top.
+    """
+    path = Path(path)
+    data = config.to_dict() if isinstance(config, Config) else dict(config)
+    text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, allow_unicode=True)
+    if header:
+        text = "".join(f"# {line}\n" for line in header.splitlines()) + text
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(tmp_name, path)
+    finally:
+        if os.path.exists(tmp_name):
+            os.remove(tmp_name)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# validators
+# --------------------------------------------------------------------------------------------------
+def positive(value: Any) -> None:
+    """Validator: strictly positive."""
+    if value <= 0:
+        raise ValueError(f"must be > 0, got {value!r}")
+
+
+def non_negative(value: Any) -> None:
+    """Validator: zero or more."""
+    if value < 0:
+        raise ValueError(f"must be >= 0, got {value!r}")
+
+
+def non_empty(value: Any) -> None:
+    """Validator: a non-empty string."""
+    if value is not None and not str(value).strip():
+        raise ValueError("must not be empty")
+
+
+def _crop_pct(value: float) -> None:
+    if not 0 < value <= 1:
+        raise ValueError(f"must be in (0, 1], got {value!r}")
+
+
+def _registered_model(name: str) -> None:
+    from .models import list_models
+
+    if name not in list_models():
+        raise ValueError(f"unknown model {name!r}{_suggest(name, list_models())}; "
+                         f"available: {', '.join(list_models())}")
+
+
+def _plot_suffix(path: Optional[str]) -> None:
+    if path is not None and Path(path).suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise ValueError(f"{path!r}: the plot must end in .png, .pdf or .svg")
+
+
+def _check_model_overrides(values: Dict[str, Any], sources: Dict[str, str]) -> None:
+    """``model_overrides`` keys must be accepted by ``model``."""
+    from .models import model_overrides
+
+    accepted = model_overrides(values["model"])
+    unknown = sorted(set(values["model_overrides"]) - accepted)
+    if unknown:
+        hints = ", ".join(f"{k!r}{_suggest(k, sorted(accepted))}" for k in unknown)
+        raise ConfigError(f"{_where('model_overrides', sources)}: unknown key(s) {hints} for model "
+                          f"{values['model']!r}; accepted: {', '.join(sorted(accepted))}")
+
+
+# --------------------------------------------------------------------------------------------------
+# the sections
+# --------------------------------------------------------------------------------------------------
+#: Model, data and runtime keys, shared by every script.
+COMMON = Schema("model, data and runtime", [
+    Option("model", str, required=True, validator=_registered_model,
+           help="registered model name (dvt_ms.list_models())"),
+    Option("model_overrides", dict, default={},
+           help="architecture overrides passed to create_model, e.g. {num_classes: 100, image_size: 224}"),
+    Option("data_dir", str, nullable=True, validator=non_empty,
+           help="ImageFolder root holding the split folders (DATA_DIR/val/<class>/<image>)"),
+    Option("train_split", str, default="train", validator=non_empty, help="training split folder name"),
+    Option("val_split", str, default="val", validator=non_empty, help="validation split folder name"),
+    Option("batch_size", int, default=64, validator=positive, help="images per batch"),
+    Option("num_parallel_workers", int, default=2, validator=positive, help="data pipeline workers"),
+    Option("crop_pct", float, default=0.875, validator=_crop_pct,
+           help="resize the shorter side to int(image_size / crop_pct), then center-crop image_size"),
+    Option("interpolation", str, default="bicubic", choices=("bicubic", "bilinear"),
+           help="resize interpolation"),
+    Option("device_target", str, default="CPU", choices=("CPU", "GPU", "Ascend"),
+           help="device; falls back to CPU with a warning if absent"),
+    Option("ms_mode", str, default="graph", choices=("graph", "pynative"), help="MindSpore execution mode"),
+    Option("seed", int, default=0, validator=non_negative, help="random seed (e.g. the fit subset)"),
+    Option("verbose", bool, default=False, help="debug logging"),
+], checks=[_check_model_overrides])
+
+#: Evaluation keys (scripts/eval.py).
+EVAL = Schema("evaluation", [
+    Option("checkpoint", str, nullable=True, validator=non_empty,
+           help="official .pth/.pth.tar or converted .ckpt file"),
+    Option("mode", str, default="anytime", choices=("anytime", "saved", "saved-thresholds", "fit"),
+           help="anytime: per-exit accuracy; saved: print the results stored in the checkpoint; "
+                "saved-thresholds: the stored dynamic_threshold on val; fit: thresholds fitted on a "
+                "train subset"),
+    Option("fit_samples", int, default=50000, validator=positive,
+           help="train images used to fit the thresholds (mode fit), drawn with --seed"),
+    Option("output", str, nullable=True, validator=non_empty, help="write the results to this JSON file"),
+    Option("plot", str, nullable=True, validator=_plot_suffix,
+           help="draw accuracy vs GMACs to this .png/.pdf/.svg (needs matplotlib)"),
+])
+
+#: Training keys. Declared here (not in the training script) so that every script accepts a config
+#: file holding them; the training script resolves ``COMMON + TRAIN`` (plus ``EVAL`` if it evaluates).
+TRAIN = Schema("training", [])
+
+#: Sections whose keys a config file may hold.
+FILE_SECTIONS: Tuple[Schema, ...] = (COMMON, EVAL, TRAIN)

@@ -1,0 +1,312 @@
+"""ImageFolder evaluation data with MindData: checked folders, deterministic order, unreadable images skipped.
+
+Layout: ``ROOT/SPLIT/<class>/<image>``. Classes are the sorted sub-folder names of the split (hidden
+ones, starting with ``.``, are ignored); labels are their indices. Images are the files with an image
+extension, sorted by name, exactly as MindData's ``ImageFolderDataset`` lists them.
+
+Unreadable images. MindData's own ``Decode`` with ``set_error_samples_mode(SKIP)`` does skip corrupt and
+truncated files, but (MindSpore 2.10) it writes the offending image to ``./abnormal_image.jpg`` in the
+working directory, changes a process-wide setting, and only reports the skipped file in a C++ log line.
+So images are decoded by a Python map operation (PIL, which refuses truncated files) that also returns a
+``valid`` flag and the byte count. Invalid rows travel through the pipeline with a tiny placeholder
+image and are dropped by :class:`EvalDataset` when batches are read; every row is checked against the
+expected file (label and size), so the count and the names of the skipped files are exact. Resize,
+center crop, normalization and HWC->CHW are MindData's C++ operations.
+"""
+import io
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+from PIL import Image, ImageFile
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD", "DatasetError", "ImageFolderInfo", "EvalDataset",
+    "check_image_folder", "create_eval_dataset", "eval_transforms", "resize_size", "decode_image",
+    "load_image", "denormalize",
+]
+
+PathLike = Union[str, os.PathLike]
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_PLACEHOLDER = np.zeros((8, 8, 3), dtype=np.uint8)
+
+
+class DatasetError(ValueError):
+    """A data folder that cannot be used; the message names the path and the numbers at fault."""
+
+
+@dataclass(frozen=True)
+class ImageFolderInfo:
+    """A checked split folder: classes, and every image file with its label, in MindData's order."""
+
+    root: Path
+    classes: Tuple[str, ...]
+    files: Tuple[Path, ...]
+    labels: Tuple[int, ...]
+    sizes: Tuple[int, ...]
+    extensions: Tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def num_images(self) -> int:
+        return len(self.files)
+
+    @property
+    def class_indexing(self) -> Dict[str, int]:
+        return {name: i for i, name in enumerate(self.classes)}
+
+
+def _is_image(entry: os.DirEntry) -> bool:
+    return os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS and entry.is_file()
+
+
+def check_image_folder(root: PathLike, split: str, num_classes: Optional[int] = None) -> ImageFolderInfo:
+    """Check ``root/split`` is a usable ImageFolder and list it.
+
+    Raises :class:`DatasetError` for a missing root or split folder, a split without class folders,
+    class folders without images (all of them are named), or ``num_classes`` differing from the number
+    of class folders.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: data folder does not exist")
+    split_dir = root / split
+    if not split_dir.is_dir():
+        present = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        raise DatasetError(f"{split_dir}: missing split folder {split!r} "
+                           f"(folders in {root}: {', '.join(present) or 'none'})")
+    with os.scandir(split_dir) as entries:
+        entries = list(entries)
+    hidden = sorted(e.name for e in entries if e.name.startswith(".") and e.is_dir())
+    if hidden:
+        logger.warning("%s: ignoring hidden folder(s) %s", split_dir, ", ".join(hidden))
+    classes = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+    if not classes:
+        loose = sum(1 for e in entries if _is_image(e))
+        extra = f"; it holds {loose} image(s) directly, which must go into class folders" if loose else ""
+        raise DatasetError(f"{split_dir}: no class folders (expected {split_dir}/<class>/<image>){extra}")
+    files: List[Path] = []
+    labels: List[int] = []
+    sizes: List[int] = []
+    extensions = set()
+    empty = []
+    for label, name in enumerate(classes):
+        with os.scandir(split_dir / name) as class_entries:
+            images = sorted((e for e in class_entries if _is_image(e)), key=lambda e: e.name)
+        if not images:
+            empty.append(name)
+        for entry in images:
+            files.append(Path(entry.path))
+            labels.append(label)
+            sizes.append(entry.stat().st_size)
+            extensions.add(os.path.splitext(entry.name)[1])
+    if empty:
+        shown = ", ".join(str(split_dir / n) for n in empty[:10]) + (", ..." if len(empty) > 10 else "")
+        raise DatasetError(f"{split_dir}: {len(empty)} of {len(classes)} class folder(s) hold no images "
+                           f"({'/'.join(IMAGE_EXTENSIONS)}): {shown}")
+    if num_classes is not None and num_classes != len(classes):
+        raise DatasetError(f"{split_dir} has {len(classes)} class folders but the model has "
+                           f"num_classes={num_classes}")
+    return ImageFolderInfo(split_dir, tuple(classes), tuple(files), tuple(labels), tuple(sizes),
+                           tuple(sorted(extensions)))
+
+
+def decode_image(raw: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode encoded image bytes to RGB ``uint8 [H, W, 3]``; never raises.
+
+    Returns ``(image, valid, num_bytes)``; an unreadable or truncated file gives a placeholder image and
+    ``valid = False``.
+    """
+    data = np.asarray(raw).tobytes()
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            image = np.asarray(img.convert("RGB"), dtype=np.uint8)
+        if image.ndim != 3 or image.shape[0] == 0 or image.shape[1] == 0:
+            raise ValueError(f"empty image {image.shape}")
+        return image, np.array(True), np.array(len(data), dtype=np.int64)
+    except Exception as exc:  # noqa: BLE001 - any failure means "skip this file"
+        logger.debug("cannot decode a %d-byte image: %s", len(data), exc)
+        return _PLACEHOLDER, np.array(False), np.array(len(data), dtype=np.int64)
+
+
+def load_image(path: PathLike) -> np.ndarray:
+    """Read one image file as RGB ``uint8 [H, W, 3]``; raises :class:`DatasetError` naming the file."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except Exception as exc:  # noqa: BLE001
+        raise DatasetError(f"{path}: cannot read the image ({exc})") from None
+
+
+def resize_size(image_size: int, crop_pct: float = 0.875) -> int:
+    """Shorter-side length before the center crop: ``int(image_size / crop_pct)`` (256 for 224)."""
+    return int(math.floor(image_size / crop_pct))
+
+
+def eval_transforms(image_size: int = 224, crop_pct: float = 0.875, interpolation: str = "bicubic") -> list:
+    """MindData operations from a decoded RGB ``uint8`` HWC image to a normalized float32 CHW one."""
+    from mindspore.dataset import vision
+    from mindspore.dataset.vision import Inter
+
+    modes = {"bicubic": Inter.BICUBIC, "bilinear": Inter.BILINEAR}
+    if interpolation not in modes:
+        raise ValueError(f"interpolation must be one of {', '.join(modes)}, got {interpolation!r}")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+    if not 0 < crop_pct <= 1:
+        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct!r}")
+    return [
+        vision.Resize(resize_size(image_size, crop_pct), modes[interpolation]),
+        vision.CenterCrop(image_size),
+        vision.Normalize([m * 255 for m in IMAGENET_MEAN], [s * 255 for s in IMAGENET_STD]),
+        vision.HWC2CHW(),
+    ]
+
+
+def denormalize(image: np.ndarray) -> np.ndarray:
+    """Undo the normalization of one ``[3, H, W]`` image: RGB ``uint8 [H, W, 3]``."""
+    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)[:, None, None] * 255
+    std = np.asarray(IMAGENET_STD, dtype=np.float32)[:, None, None] * 255
+    return np.clip(np.rint(image * std + mean), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+
+
+def _shard_rows(num_files: int, num_shards: int, shard_id: int) -> Tuple[List[int], int]:
+    """File index of each row of a non-shuffled MindData shard, and how many are real (not padding).
+
+    MindData gives shard ``k`` the files ``k, k + S, k + 2S, ...`` and pads every shard to
+    ``ceil(N / S)`` rows by wrapping around; padding rows are dropped so that the shards add up to N.
+    """
+    per_shard = math.ceil(num_files / num_shards)
+    positions = [shard_id + i * num_shards for i in range(per_shard)]
+    real = sum(1 for p in positions if p < num_files)
+    return [p % num_files for p in positions], real
+
+
+class EvalDataset:
+    """Batches ``(images [B, 3, H, W] float32, labels [B] int64)`` of the readable images.
+
+    Iterating reads the MindData pipeline (``dataset``) once, drops unreadable images and fills
+    ``skipped`` / ``skipped_files`` (exact after a full pass). Each row is checked against the file it
+    must come from (label and byte count); a mismatch raises ``RuntimeError`` instead of mislabelling.
+    """
+
+    def __init__(self, dataset, info: ImageFolderInfo, rows: Sequence[int], real_rows: int, batch_size: int):
+        self.dataset = dataset
+        self.info = info
+        self.rows = list(rows)
+        self.real_rows = real_rows
+        self.batch_size = batch_size
+        self.skipped = 0
+        self.skipped_files: List[str] = []
+
+    @property
+    def num_files(self) -> int:
+        """Images this dataset reads (before skipping)."""
+        return self.real_rows
+
+    def __iter__(self) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        skipped: List[str] = []
+        seen = 0
+        expected_labels = np.asarray(self.info.labels, dtype=np.int64)
+        expected_sizes = np.asarray(self.info.sizes, dtype=np.int64)
+        for images, labels, valid, num_bytes in self.dataset.create_tuple_iterator(output_numpy=True,
+                                                                                   num_epochs=1):
+            count = labels.shape[0]
+            if seen + count > len(self.rows):
+                raise RuntimeError(f"{self.info.root}: MindData produced more rows than the "
+                                   f"{len(self.rows)} expected")
+            files = np.asarray(self.rows[seen:seen + count])
+            keep = np.arange(count) + seen < self.real_rows  # drop shard padding
+            mismatch = (labels.astype(np.int64) != expected_labels[files]) | (num_bytes != expected_sizes[files])
+            if mismatch.any():
+                i = int(np.argmax(mismatch))
+                raise RuntimeError(f"{self.info.root}: row {seen + i} does not match the expected file "
+                                   f"{self.info.files[files[i]]} (label {int(labels[i])} vs "
+                                   f"{expected_labels[files[i]]}, {int(num_bytes[i])} vs "
+                                   f"{expected_sizes[files[i]]} bytes); was the folder changed?")
+            bad = keep & ~valid.astype(bool)
+            skipped.extend(str(self.info.files[f]) for f in files[bad])
+            keep &= valid.astype(bool)
+            seen += count
+            if keep.any():
+                yield images[keep], labels[keep].astype(np.int64)
+        if seen != len(self.rows):
+            raise RuntimeError(f"{self.info.root}: MindData produced {seen} rows, expected {len(self.rows)}")
+        self.skipped = len(skipped)
+        self.skipped_files = skipped
+        if skipped:
+            logger.warning("%s: skipped %d unreadable image(s) of %d: %s", self.info.root, len(skipped),
+                           self.real_rows, ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else ""))
+        else:
+            logger.info("%s: read %d images, none skipped", self.info.root, self.real_rows)
+
+
+def create_eval_dataset(split_dir: PathLike, batch_size: int, image_size: int = 224,
+                        num_shards: Optional[int] = None, shard_id: Optional[int] = None,
+                        crop_pct: float = 0.875, interpolation: str = "bicubic",
+                        num_parallel_workers: int = 2, num_classes: Optional[int] = None,
+                        indices: Optional[Sequence[int]] = None,
+                        info: Optional[ImageFolderInfo] = None) -> EvalDataset:
+    """Evaluation pipeline over ``split_dir`` (``ROOT/SPLIT``): deterministic order, no shuffling.
+
+    Decode (PIL, unreadable files flagged), ``Resize(int(image_size / crop_pct))``, ``CenterCrop``,
+    ImageNet ``Normalize``, ``HWC2CHW``, ``batch(drop_remainder=False)``. ``indices`` restricts the
+    dataset to those files (in that order); ``num_shards``/``shard_id`` read one shard. The folder is
+    checked with :func:`check_image_folder` (against ``num_classes`` if given) unless ``info`` is passed.
+    """
+    import mindspore.dataset as ds
+
+    split_dir = Path(split_dir)
+    if info is None:
+        info = check_image_folder(split_dir.parent, split_dir.name, num_classes)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        logger.warning("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set: truncated images will be used, "
+                       "not skipped")
+    kwargs = dict(extensions=list(info.extensions), class_indexing=info.class_indexing,
+                  num_parallel_workers=num_parallel_workers)
+    if indices is not None:
+        if num_shards is not None:
+            raise ValueError("indices and num_shards cannot be combined")
+        rows = [int(i) for i in indices]
+        if not rows:
+            raise ValueError("indices must not be empty")
+        bad = [i for i in rows if not 0 <= i < info.num_images]
+        if bad:
+            raise ValueError(f"{split_dir}: indices {bad[:5]} out of range for {info.num_images} images")
+        source = ds.ImageFolderDataset(str(split_dir), sampler=ds.SubsetSampler(rows), **kwargs)
+        real = len(rows)
+    elif num_shards is not None:
+        if shard_id is None or not 0 <= shard_id < num_shards:
+            raise ValueError(f"shard_id must be in [0, {num_shards}), got {shard_id!r}")
+        rows, real = _shard_rows(info.num_images, num_shards, shard_id)
+        source = ds.ImageFolderDataset(str(split_dir), shuffle=False, num_shards=num_shards,
+                                       shard_id=shard_id, **kwargs)
+    else:
+        if shard_id is not None:
+            raise ValueError("shard_id needs num_shards")
+        rows, real = list(range(info.num_images)), info.num_images
+        source = ds.ImageFolderDataset(str(split_dir), shuffle=False, **kwargs)
+    pipeline = source.map(decode_image, input_columns=["image"],
+                          output_columns=["image", "valid", "num_bytes"],
+                          num_parallel_workers=num_parallel_workers)
+    pipeline = pipeline.project(["image", "label", "valid", "num_bytes"])
+    pipeline = pipeline.map(eval_transforms(image_size, crop_pct, interpolation), input_columns=["image"],
+                            num_parallel_workers=num_parallel_workers)
+    pipeline = pipeline.batch(batch_size, drop_remainder=False)
+    return EvalDataset(pipeline, info, rows, real, batch_size)
