@@ -111,7 +111,8 @@ def check_checkpoint_model(metadata: Mapping[str, Any], model: str, overrides: M
                      "set model_overrides to match")
 
 
-def build_model(model: str, overrides: Mapping[str, Any], checkpoint: Union[str, Path]):
+def build_model(model: str, overrides: Mapping[str, Any],
+                checkpoint: Union[str, Path]) -> Tuple[Any, Dict[str, Any]]:
     """Create ``model`` with ``overrides``, load ``checkpoint`` strictly; return ``(net, metadata)``."""
     from .checkpoint import load_checkpoint
     from .models import create_model

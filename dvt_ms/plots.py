@@ -82,7 +82,7 @@ def plot_budget_curve(path: PathLike, curve_cost: Sequence[float], curve_accurac
     if len(curve_cost):
         order = np.argsort(np.asarray(curve_cost), kind="stable")
         ax.plot(np.asarray(curve_cost)[order], np.asarray(curve_accuracy)[order], "-", color="tab:blue",
-                linewidth=1.8, label=curve_label)
+                marker=".", markersize=4, linewidth=1.5, label=curve_label)
     for k, (x, y) in enumerate(zip(exit_cost, exit_accuracy)):
         color = tuple(c / 255 for c in EXIT_COLORS[k % len(EXIT_COLORS)])
         label = exit_labels[k] if k < len(exit_labels) else f"exit {k + 1}"
