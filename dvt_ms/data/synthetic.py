@@ -1,14 +1,18 @@
 """Synthetic "shapes" ImageFolder for the quickstart: real PNG files, easy and hard images, made in seconds.
 
 Layout: ``ROOT/train/<shape>/<shape>_NNNN.png``, ``ROOT/val/<shape>/...`` and ``ROOT/manifest.json``.
-Classes are the first ``num_classes`` of :data:`SHAPES`. Each image is easy or hard, so that an early
-exit (coarse 7x7 tokens) has something to get right and something to leave to the later ones:
+Classes are the first ``num_classes`` of :data:`SHAPES`; the manifest lists them sorted, as ImageFolder
+readers number them, and gives every image that label. Each image is easy or hard, so that an early exit
+(coarse 7x7 tokens) has something to get right and something to leave to the later ones:
 
-* easy: one large shape (radius 26-36 % of the side, near the centre, small rotation), high contrast
-  (about 0.5-0.7 of the grey range) on a flat background, no noise;
-* hard: one small shape (radius 8-12 %, anywhere inside the central 86 %, any rotation) differing from
-  the background by 7-16 % of the grey range, on a shaded background with Gaussian noise (std 14-24)
-  and 6-12 low-contrast lines and dots, some drawn over the shape.
+* easy: one large shape (radius 26-36 % of the side, near the centre, small rotation), bright on a dark
+  flat background (contrast about 0.5-0.7 of the grey range), no noise;
+* hard: one small shape (radius 8-12 %, anywhere inside the central 86 %, any rotation) only 7-16 % of
+  the grey range brighter than a mid-grey shaded background, with Gaussian noise (std 14-24) and 6-12
+  lines and dots a little darker or brighter than the background, some drawn over the shape.
+
+The shape is always the brighter side, so that a small model does not also have to learn both
+polarities in a few epochs.
 
 Everything follows from ``seed``: each image has its own generator keyed by (seed, split, class, index),
 so the files are byte-identical between runs. The manifest records the parameters and, per image, its
@@ -24,7 +28,7 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -52,6 +56,7 @@ class ShapesDataset:
 
     @property
     def classes(self) -> List[str]:
+        """Class names in label order (sorted, as ImageFolder readers number them)."""
         return list(self.manifest["classes"])
 
     def images(self, split: Optional[str] = None, difficulty: Optional[str] = None) -> List[Dict[str, Any]]:
@@ -130,16 +135,16 @@ def render_shape_image(shape: str, hard: bool, size: int, rng: np.random.Generat
         r = rng.uniform(0.08, 0.12) * size
         cx, cy = rng.uniform(0.07 * size + r, 0.93 * size - r, 2)
         angle = rng.uniform(0, 2 * math.pi)
-        base = rng.uniform(70, 185)
-        delta = rng.choice([-1.0, 1.0]) * rng.uniform(18, 40)
+        base = rng.uniform(60, 150)
+        delta = rng.uniform(18, 40)
         noise_std = float(rng.uniform(14, 24))
         clutter_count = int(rng.integers(6, 13))
     else:
         r = rng.uniform(0.26, 0.36) * size
         cx, cy = size / 2 + rng.uniform(-0.08, 0.08, 2) * size
         angle = math.radians(rng.uniform(-15, 15))
-        base = rng.uniform(15, 60) if rng.random() < 0.5 else rng.uniform(195, 240)
-        delta = (1.0 if base < 128 else -1.0) * rng.uniform(130, 180)
+        base = rng.uniform(15, 60)
+        delta = rng.uniform(130, 180)
         noise_std, clutter_count = 0.0, 0
     bg_colour, fg_colour = base + tint(), base + delta + tint()
     image = np.broadcast_to(bg_colour, (size, size, 3)).astype(np.float32)
@@ -216,19 +221,21 @@ def _missing(root: Path, manifest: Dict[str, Any]) -> List[str]:
 
 
 def _generate(root: Path, params: Dict[str, Any]) -> Dict[str, Any]:
-    classes = list(SHAPES[:params["num_classes"]])
+    shapes = SHAPES[:params["num_classes"]]
+    classes = sorted(shapes)  # ImageFolder order: labels are indices into the sorted folder names
     size, seed = params["image_size"], params["seed"]
     images = []
     for split_index, split in enumerate(SPLITS):
         count = params[f"{split}_per_class"]
         num_hard = int(math.floor(count * params["hard_fraction"] + 0.5))
-        for label, shape in enumerate(classes):
+        for shape_index, shape in enumerate(shapes):
+            label = classes.index(shape)
             folder = root / split / shape
             folder.mkdir(parents=True)
-            order = np.random.default_rng([seed, split_index, label, 1 << 20]).permutation(count)
+            order = np.random.default_rng([seed, split_index, shape_index, 1 << 20]).permutation(count)
             hard_set = set(order[:num_hard].tolist())
             for i in range(count):
-                rng = np.random.default_rng([seed, split_index, label, i])
+                rng = np.random.default_rng([seed, split_index, shape_index, i])
                 pixels, stats = render_shape_image(shape, i in hard_set, size, rng)
                 path = folder / f"{shape}_{i:04d}.png"
                 Image.fromarray(pixels).save(path, format="PNG")
