@@ -1,0 +1,138 @@
+"""Export a DVT cascade as one MindIR file per stage, with a JSON manifest that wires them together.
+
+Every stage file has a dynamic batch dimension. Its inputs are the images plus what it reuses from the
+previous stage (final tokens, stacked attention logits); its outputs are its logits plus what the next
+stage reuses. ``dvt_export.json`` lists the files, each input's source (the images or an output of the
+previous stage), the preprocessing, the exit rule and the checkpoint's thresholds, so that a runtime
+can run the cascade with early exits without this package.
+"""
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Union
+
+import mindspore as ms
+import numpy as np
+
+from .infer import IMAGENET_MEAN, IMAGENET_STD, build_stage_cells, eval_sizes, stage_input_specs
+from .models.dvt import DynamicVisionTransformer
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["export_cascade", "MANIFEST_NAME", "SUPPORTED_FORMATS"]
+
+MANIFEST_NAME = "dvt_export.json"
+SUPPORTED_FORMATS = ("MINDIR",)
+MANIFEST_VERSION = 1
+EXIT_RULE = ("softmax the logits of exit k; a sample leaves at the first exit k with max(softmax) >= "
+             "thresholds[k] (float32 comparison); the others go on to stage k + 1 with their rows of "
+             "the images and of stage k's reuse outputs")
+
+
+def _stage_file(index: int) -> str:
+    return f"dvt_stage{index}.mindir"
+
+
+def _shape(tensor: ms.Tensor) -> List[int]:
+    return [-1 if d is None or d < 0 else int(d) for d in tensor.shape]
+
+
+def _thresholds_entry(metadata: Mapping[str, Any], n_exits: int) -> Optional[Dict[str, Any]]:
+    if "dynamic_threshold" not in metadata:
+        return None
+    table = np.asarray(metadata["dynamic_threshold"], dtype=np.float64)
+    if table.ndim != 2 or table.shape[1] != n_exits:
+        raise ValueError(f"checkpoint metadata 'dynamic_threshold' must have shape [steps, {n_exits}], "
+                         f"got {table.shape}")
+    return {"table": table.astype(np.float32).tolist(),
+            "rows": f"row i holds the thresholds of budget step p = i + 1 (p = 1..{table.shape[0]})"}
+
+
+def export_cascade(model: DynamicVisionTransformer, output_dir: Union[str, os.PathLike], *,
+                   file_format: str = "MINDIR", metadata: Optional[Mapping[str, Any]] = None,
+                   overwrite: bool = False) -> Path:
+    """Write one file per stage and ``dvt_export.json`` into ``output_dir``; return the manifest path.
+
+    ``metadata`` is the checkpoint's (its ``model``, ``model_overrides``, ``dynamic_threshold`` and
+    ``flops`` go into the manifest). Only ``MINDIR`` is supported. Existing export files are replaced
+    only with ``overwrite``.
+    """
+    if not isinstance(model, DynamicVisionTransformer):
+        raise TypeError(f"only DVT cascades can be exported here, got {type(model).__name__}")
+    fmt = str(file_format).upper()
+    if fmt not in SUPPORTED_FORMATS:
+        raise ValueError(f"export format {file_format!r} is not supported: only MINDIR is "
+                         "supported (the models' exact-erf GELU does not export to ONNX here)")
+    metadata = dict(metadata or {})
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: exists and is not a directory")
+    n_exits = int(model.num_exits)
+    targets = [out / MANIFEST_NAME] + [out / _stage_file(k) for k in range(n_exits)]
+    existing = [p.name for p in targets if p.exists()]
+    if existing and not overwrite:
+        raise ValueError(f"{out}: already contains {', '.join(existing)} (pass --overwrite to replace)")
+    thresholds = _thresholds_entry(metadata, n_exits)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in targets:
+        if path.exists():  # MindSpore writes MindIR files read-only
+            path.unlink()
+
+    model.set_train(False)
+    cells = build_stage_cells(model)
+    stages = []
+    for k, cell in enumerate(cells):
+        specs = stage_input_specs(model, cell, k)
+        cell.set_inputs(*specs)
+        path = out / _stage_file(k)
+        ms.export(cell, *specs, file_name=str(path.with_suffix("")), file_format=fmt)
+        if not path.is_file():
+            raise RuntimeError(f"MindSpore did not write {path}")
+        inputs = []
+        for name, spec in zip(cell.input_names, specs):
+            source: Any = "images" if name == "images" else {
+                "stage": k - 1, "output": cells[k - 1].output_names.index(name), "name": name}
+            inputs.append({"name": name, "shape": _shape(spec), "dtype": "float32", "source": source})
+        stage = model.stages[k]
+        outputs = [{"name": "logits", "shape": [-1, int(stage.num_classes)], "dtype": "float32"}]
+        n_tokens = stage.grid_size ** 2 + 1
+        if cell.gives_tokens:
+            outputs.append({"name": "tokens", "shape": [-1, n_tokens, int(stage.embed_dim)], "dtype": "float32"})
+        if cell.gives_relations:
+            outputs.append({"name": "relations", "dtype": "float32",
+                            "shape": [-1, int(stage.depth * stage.num_heads), n_tokens, n_tokens]})
+        stages.append({"exit": k, "file": path.name, "grid_size": int(stage.grid_size),
+                       "inputs": inputs, "outputs": outputs})
+        logger.info("wrote %s (%s -> %s)", path, ", ".join(cell.input_names), ", ".join(cell.output_names))
+
+    image_size = int(model.stages[0].image_size)
+    resize, crop = eval_sizes(image_size)
+    manifest = {
+        "format": fmt,
+        "version": MANIFEST_VERSION,
+        "model": metadata.get("model"),
+        "model_overrides": metadata.get("model_overrides"),
+        "feature_reuse": bool(model.feature_reuse),
+        "relation_reuse": bool(model.relation_reuse),
+        "num_exits": n_exits,
+        "num_classes": int(model.stages[0].num_classes),
+        "image_size": image_size,
+        "preprocessing": {
+            "layout": "NCHW", "dtype": "float32", "channels": "RGB", "scale": 1.0 / 255.0,
+            "resize_shorter_side": resize, "interpolation": "bicubic", "center_crop": crop,
+            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+        },
+        "batch_dimension": "dynamic (-1 in the shapes below)",
+        "exit_rule": EXIT_RULE,
+        "last_threshold": -1e8,
+        "thresholds": thresholds,
+        "flops": np.asarray(metadata["flops"]).tolist() if "flops" in metadata else None,
+        "stages": stages,
+    }
+    manifest_path = out / MANIFEST_NAME
+    tmp = manifest_path.with_name(f".{MANIFEST_NAME}.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2))
+    os.replace(tmp, manifest_path)
+    logger.info("wrote %s", manifest_path)
+    return manifest_path

@@ -1,0 +1,609 @@
+"""Early-exit inference with a DVT cascade: each sample runs only as many stages as it needs.
+
+:class:`AdaptiveClassifier` runs stage 1 on the whole batch, lets every sample whose top softmax
+probability reaches the exit's threshold leave, and runs the next stage on the rest only, with the
+reused tokens and attention logits gathered for just those samples. The exit rule is the one of
+:func:`dvt_ms.budget.exit_assignment`, so the predictions equal those of the full cascade at the
+exits taken.
+
+Each stage is wrapped in a small :class:`CascadeStage` cell. Two batch-shape strategies are offered:
+
+- ``"dynamic"``: one graph per stage, compiled once with a dynamic batch dimension
+  (``Cell.set_inputs``). Any remainder size runs without a recompile. On MindSpore 2.10's CPU backend
+  the dynamic-shape Transpose and 4-D batched MatMul kernels are 2-3x slower than the static ones,
+  which makes a stage 20-30% slower (see BENCHMARKS.md).
+- ``"buckets"``: static graphs for a few batch sizes (by default 1, 2, 3, 4, 6, 8, 12, ..., 64). A
+  remainder runs as one or a few bucket-sized calls; only the last is padded (by repeating one of its
+  rows; the padding's outputs are dropped). Each (stage, bucket) compiles once, on first use; later
+  remainders reuse the cached graphs. This is the faster mode once the buckets in use are compiled.
+
+The module also has the evaluation-time helpers of ``scripts/infer.py``: image preprocessing,
+building a model from a checkpoint and picking thresholds.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+import mindspore as ms
+import numpy as np
+from mindspore import Tensor, nn, ops
+
+from .budget import LAST_THRESHOLD, UNSET_THRESHOLD, exit_assignment, fit_thresholds
+from .models.dvt import DynamicVisionTransformer
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "AdaptiveClassifier", "CascadeStage", "ExitResult", "SHAPE_MODES", "default_buckets", "build_stage_cells",
+    "stage_input_specs", "softmax", "topk", "exit_probabilities", "thresholds_for_fractions",
+    "calibrate_thresholds", "check_thresholds", "parse_thresholds", "budget_thresholds",
+    "model_from_checkpoint", "IMAGENET_MEAN", "IMAGENET_STD", "eval_sizes", "load_image", "iter_image_paths",
+    "iter_image_batches", "read_class_names", "exit_fraction_summary",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
+                              ".pgm", ".pbm"})
+SHAPE_MODES = ("dynamic", "buckets")
+DEFAULT_MAX_BUCKET = 64
+
+
+# --------------------------------------------------------------------------------------------------
+# one stage as a cell
+# --------------------------------------------------------------------------------------------------
+class CascadeStage(nn.Cell):
+    """One DVT stage: ``(images[, tokens][, relations]) -> (logits[, tokens][, relations])``.
+
+    ``tokens`` are the previous stage's final tokens ``[B, 1 + g*g, C]`` (before its final norm) and
+    ``relations`` its stacked attention logits ``[B, depth * heads, N, N]``. Which of them a stage takes
+    and gives follows the cascade's ``feature_reuse``/``relation_reuse`` flags; the last stage gives
+    logits only. The output is always a tuple.
+    """
+
+    def __init__(self, stage: nn.Cell, takes_tokens: bool, takes_relations: bool, gives_tokens: bool,
+                 gives_relations: bool):
+        super().__init__(auto_prefix=False)  # keep the model's parameter names
+        self.stage = stage
+        self.takes_tokens = takes_tokens
+        self.takes_relations = takes_relations
+        self.gives_tokens = gives_tokens
+        self.gives_relations = gives_relations
+
+    @property
+    def input_names(self) -> Tuple[str, ...]:
+        return ("images",) + ("tokens",) * self.takes_tokens + ("relations",) * self.takes_relations
+
+    @property
+    def output_names(self) -> Tuple[str, ...]:
+        return ("logits",) + ("tokens",) * self.gives_tokens + ("relations",) * self.gives_relations
+
+    def construct(self, *inputs):
+        images = inputs[0]
+        tokens = inputs[1] if self.takes_tokens else None
+        relations = inputs[-1] if self.takes_relations else None
+        logits, final_tokens, stacked, _ = self.stage.forward_stage(images, tokens, relations, None,
+                                                                    self.gives_relations)
+        if self.gives_tokens and self.gives_relations:
+            return logits, final_tokens, stacked
+        if self.gives_tokens:
+            return logits, final_tokens
+        if self.gives_relations:
+            return logits, stacked
+        return (logits,)
+
+
+def _check_cascade(model: Any) -> DynamicVisionTransformer:
+    if not isinstance(model, DynamicVisionTransformer):
+        raise TypeError(f"model must be a DynamicVisionTransformer (a dvt_* model), got {type(model).__name__}")
+    return model
+
+
+def build_stage_cells(model: DynamicVisionTransformer) -> List[CascadeStage]:
+    """One :class:`CascadeStage` per stage of ``model``, wired by its reuse flags (no shapes set)."""
+    model = _check_cascade(model)
+    last = model.num_exits - 1
+    cells = []
+    for k, stage in enumerate(model.stages):
+        cell = CascadeStage(stage, takes_tokens=k > 0 and model.feature_reuse,
+                            takes_relations=k > 0 and model.relation_reuse,
+                            gives_tokens=k < last and model.feature_reuse,
+                            gives_relations=k < last and model.relation_reuse)
+        cell.set_train(False)
+        cells.append(cell)
+    return cells
+
+
+def stage_input_specs(model: DynamicVisionTransformer, cell: CascadeStage, index: int,
+                      batch: Optional[int] = None) -> List[Tensor]:
+    """Placeholder tensors of stage ``index``'s inputs; ``batch=None`` gives a dynamic batch dimension."""
+    stage = model.stages[index]
+    size = stage.image_size
+    specs = [Tensor(shape=[batch, 3, size, size], dtype=ms.float32)]
+    if index > 0:
+        prev = model.stages[index - 1]
+        n_prev = prev.grid_size ** 2 + 1
+        if cell.takes_tokens:
+            specs.append(Tensor(shape=[batch, n_prev, prev.embed_dim], dtype=ms.float32))
+        if cell.takes_relations:
+            specs.append(Tensor(shape=[batch, prev.depth * prev.num_heads, n_prev, n_prev], dtype=ms.float32))
+    return specs
+
+
+# --------------------------------------------------------------------------------------------------
+# numerics shared with calibration
+# --------------------------------------------------------------------------------------------------
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Float32 softmax over the last axis."""
+    logits = np.asarray(logits, dtype=np.float32)
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def topk(probs: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+    """``(classes, probs)`` of the ``k`` most probable classes per row, most probable first."""
+    probs = np.asarray(probs)
+    if probs.ndim != 2:
+        raise ValueError(f"probs must be 2-D [B, C], got shape {probs.shape}")
+    k = min(int(k), probs.shape[1])
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(probs, order, axis=1)
+
+
+def check_thresholds(thresholds: Any, n_exits: int) -> np.ndarray:
+    """Validate per-exit thresholds: 1-D, ``n_exits`` long, no NaN, and the last exit takes everyone."""
+    if isinstance(thresholds, Tensor):
+        thresholds = thresholds.asnumpy()
+    try:
+        arr = np.asarray(thresholds, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"thresholds must be a sequence of numbers, got {thresholds!r}") from None
+    if arr.ndim != 1:
+        raise ValueError(f"thresholds must be 1-D (one per exit), got shape {arr.shape}")
+    if arr.shape[0] != n_exits:
+        raise ValueError(f"thresholds has {arr.shape[0]} entries but the model has {n_exits} exits")
+    if np.isnan(arr).any():
+        raise ValueError(f"thresholds contains NaN at exit {int(np.flatnonzero(np.isnan(arr))[0])}")
+    if arr[-1] > 0:
+        raise ValueError(f"the last threshold is {arr[-1]:g}; it must be <= 0 so that every sample leaves at "
+                         f"the last exit (the official value is {float(LAST_THRESHOLD):g})")
+    return arr.astype(np.float32)
+
+
+@dataclass
+class ExitResult:
+    """Per-sample outcome of an early-exit run, in input order (all numpy).
+
+    ``exits`` are 0-based; ``probs``/``logits`` are those of the exit each sample took, or None if not
+    requested.
+    """
+
+    predictions: np.ndarray  # int64 [B]
+    exits: np.ndarray  # int64 [B]
+    confidences: np.ndarray  # float32 [B]
+    probs: Optional[np.ndarray] = None  # float32 [B, num_classes]
+    logits: Optional[np.ndarray] = None  # float32 [B, num_classes]
+
+    def __len__(self) -> int:
+        return int(self.predictions.shape[0])
+
+    def exit_counts(self, n_exits: int) -> np.ndarray:
+        """How many samples left at each exit."""
+        return np.bincount(self.exits, minlength=n_exits)
+
+
+def default_buckets(max_batch: int = DEFAULT_MAX_BUCKET) -> Tuple[int, ...]:
+    """Powers of two and three times powers of two up to ``max_batch`` (plus ``max_batch``)."""
+    sizes = {max_batch}
+    power = 1
+    while power <= max_batch:
+        sizes.add(power)
+        if 3 * power // 2 <= max_batch and power >= 2:
+            sizes.add(3 * power // 2)
+        power *= 2
+    return tuple(sorted(sizes))
+
+
+def _pad_rows(rows: np.ndarray, size: int) -> np.ndarray:
+    """``rows`` extended to ``size`` entries by repeating its first row (padding whose output is dropped)."""
+    if size == rows.shape[0]:
+        return rows
+    return np.concatenate([rows, np.full(size - rows.shape[0], rows[0], dtype=rows.dtype)])
+
+
+def _gather_rows(tensor: Tensor, rows: np.ndarray) -> Tensor:
+    if rows.shape[0] == tensor.shape[0] and np.array_equal(rows, np.arange(rows.shape[0])):
+        return tensor
+    return ops.gather(tensor, Tensor(rows.astype(np.int32)), 0)
+
+
+# --------------------------------------------------------------------------------------------------
+# the engine
+# --------------------------------------------------------------------------------------------------
+class AdaptiveClassifier:
+    """Early-exit classifier over a :class:`DynamicVisionTransformer`.
+
+    ``thresholds[k]`` is the confidence (top softmax probability) at which a sample leaves at exit
+    ``k``; the last one must accept everyone (normally -1e8). ``shape_mode`` is ``"buckets"`` (the
+    default: static graphs for the ``buckets`` batch sizes only, see :meth:`batch_plan`; each compiles once
+    on first use) or ``"dynamic"`` (one graph per stage for any batch size, but MindSpore 2.10's CPU
+    kernels run 20-30% slower with a dynamic batch dimension, see BENCHMARKS.md). The model is put in eval mode; its parameters are shared, not copied.
+    """
+
+    def __init__(self, model: DynamicVisionTransformer, thresholds: Any, *, shape_mode: str = "buckets",
+                 buckets: Optional[Sequence[int]] = None):
+        self.model = _check_cascade(model)
+        self.num_exits = int(model.num_exits)
+        self.thresholds = check_thresholds(thresholds, self.num_exits)
+        if shape_mode not in SHAPE_MODES:
+            raise ValueError(f"shape_mode must be one of {', '.join(SHAPE_MODES)}, got {shape_mode!r}")
+        self.shape_mode = shape_mode
+        self.buckets: Tuple[int, ...] = ()
+        if shape_mode == "buckets":
+            self.buckets = self._check_buckets(default_buckets() if buckets is None else buckets)
+        elif buckets is not None:
+            raise ValueError("buckets are only used with shape_mode='buckets'")
+        first = model.stages[0]
+        self.image_size = int(first.image_size)
+        self.num_classes = int(first.num_classes)
+        model.set_train(False)
+        self.cells = build_stage_cells(model)
+        if shape_mode == "dynamic":
+            for k, cell in enumerate(self.cells):
+                cell.set_inputs(*stage_input_specs(model, cell, k))
+        # per stage: graph batch size -> number of calls (what ran, for tests and benchmarks)
+        self.stage_batches: List[Dict[int, int]] = [{} for _ in self.cells]
+
+    @staticmethod
+    def _check_buckets(buckets: Sequence[int]) -> Tuple[int, ...]:
+        values = sorted(set(int(b) for b in buckets))
+        if not values or values[0] < 1 or any(float(b) != int(b) for b in buckets):
+            raise ValueError(f"buckets must be positive integers, got {list(buckets)!r}")
+        return tuple(values)
+
+    def set_thresholds(self, thresholds: Any) -> None:
+        """Replace the per-exit thresholds (validated as in the constructor)."""
+        self.thresholds = check_thresholds(thresholds, self.num_exits)
+
+    def compiled_graphs(self) -> List[int]:
+        """How many graphs MindSpore has compiled for each stage so far."""
+        return [len(cell.compile_cache) for cell in self.cells]
+
+    def _check_images(self, images: Any) -> np.ndarray:
+        if isinstance(images, Tensor):
+            images = images.asnumpy()
+        if not isinstance(images, np.ndarray):
+            raise TypeError(f"images must be a numpy array or a MindSpore Tensor, got {type(images).__name__}")
+        size = self.image_size
+        if images.ndim != 4 or images.shape[1:] != (3, size, size):
+            raise ValueError(f"images must have shape [B, 3, {size}, {size}], got {tuple(images.shape)}")
+        if images.shape[0] < 1:
+            raise ValueError("images is an empty batch")
+        if not (np.issubdtype(images.dtype, np.floating) or np.issubdtype(images.dtype, np.integer)):
+            raise TypeError(f"images must be real numbers, got dtype {images.dtype}")
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        finite = np.isfinite(images.reshape(images.shape[0], -1)).all(axis=1)
+        if not finite.all():
+            raise ValueError(f"images[{int(np.flatnonzero(~finite)[0])}] contains NaN or Inf")
+        return images
+
+    def batch_plan(self, n: int) -> List[Tuple[int, int, int]]:
+        """How ``n`` rows run through one stage: ``(start, stop, graph batch size)`` per call.
+
+        Dynamic shapes: one call. Buckets: the rest is padded up to the next bucket if that wastes at most
+        an eighth of it (or one row); otherwise the largest bucket that fits runs first, unpadded.
+        """
+        if self.shape_mode == "dynamic":
+            return [(0, n, n)]
+        plan = []
+        start = 0
+        while start < n:
+            left = n - start
+            up = next((b for b in self.buckets if b >= left), None)
+            down = max((b for b in self.buckets if b <= left), default=None)
+            if up is not None and (down is None or up - left <= max(1, left // 8)):
+                plan.append((start, n, up))
+                break
+            plan.append((start, start + down, down))
+            start += down
+        return plan
+
+    def __call__(self, images: Any, *, return_probs: bool = False, return_logits: bool = False) -> ExitResult:
+        """Classify ``images`` ``[B, 3, H, W]`` (normalized, float32) with early exits."""
+        images = self._check_images(images)
+        batch = images.shape[0]
+        predictions = np.zeros(batch, dtype=np.int64)
+        exits = np.full(batch, -1, dtype=np.int64)
+        confidences = np.zeros(batch, dtype=np.float32)
+        all_probs = np.zeros((batch, self.num_classes), np.float32) if return_probs else None
+        all_logits = np.zeros((batch, self.num_classes), np.float32) if return_logits else None
+
+        remaining = np.arange(batch)  # rows of the input still in the cascade
+        rows = remaining  # their rows in the previous stage's outputs
+        x = Tensor(images)
+        reused: Tuple[Tensor, ...] = ()
+        for k, cell in enumerate(self.cells):
+            n = remaining.shape[0]
+            calls = []
+            for start, stop, size in self.batch_plan(n):
+                image_rows = _pad_rows(remaining[start:stop], size)
+                reuse_rows = _pad_rows(rows[start:stop], size)
+                calls.append(cell(_gather_rows(x, image_rows), *(_gather_rows(t, reuse_rows) for t in reused)))
+                self.stage_batches[k][size] = self.stage_batches[k].get(size, 0) + 1
+            # only the last call is padded, so rows 0..n-1 of the concatenation are the remaining samples
+            logits = np.concatenate([c[0].asnumpy() for c in calls])[:n]
+            probs = softmax(logits)
+            conf = probs.max(axis=1)
+            leave = conf >= self.thresholds[k]
+            done = remaining[leave]
+            predictions[done] = probs[leave].argmax(axis=1)
+            exits[done] = k
+            confidences[done] = conf[leave]
+            if all_probs is not None:
+                all_probs[done] = probs[leave]
+            if all_logits is not None:
+                all_logits[done] = logits[leave]
+            stay = np.flatnonzero(~leave)
+            if stay.size == 0:
+                break
+            remaining = remaining[stay]
+            rows = stay
+            if len(calls) == 1:
+                reused = tuple(calls[0][1:])
+            else:
+                reused = tuple(ops.concat([c[j] for c in calls], axis=0) for j in range(1, len(calls[0])))
+        if (exits < 0).any():  # unreachable: the last threshold is validated to accept everyone
+            raise RuntimeError("some samples left at no exit")
+        return ExitResult(predictions, exits, confidences, all_probs, all_logits)
+
+
+# --------------------------------------------------------------------------------------------------
+# thresholds
+# --------------------------------------------------------------------------------------------------
+def exit_probabilities(model: DynamicVisionTransformer, images: Any, batch_size: int = 64) -> np.ndarray:
+    """Softmax outputs ``[n_exits, N, C]`` of the full cascade (every exit, every sample)."""
+    model = _check_cascade(model)
+    if isinstance(images, Tensor):
+        images = images.asnumpy()
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 4 or images.shape[0] < 1:
+        raise ValueError(f"images must have shape [N, 3, H, W] with N >= 1, got {images.shape}")
+    model.set_train(False)
+    chunks = []
+    for start in range(0, images.shape[0], batch_size):
+        outputs = model(Tensor(images[start:start + batch_size]))
+        chunks.append(np.stack([softmax(o.asnumpy()) for o in outputs]))
+    return np.concatenate(chunks, axis=1)
+
+
+def thresholds_for_fractions(probs: Any, fractions: Sequence[float], *, midpoints: bool = True) -> np.ndarray:
+    """Thresholds that send ``fractions`` of the samples in ``probs`` ``[n_exits, N, C]`` to each exit.
+
+    The thresholds are those of :func:`dvt_ms.budget.fit_thresholds`: ``floor(N * fractions[k])`` of the
+    samples not taken earlier leave at exit ``k``, the rest at the last exit. Such a threshold equals
+    the confidence of one sample, which a recomputation can move by an ulp across it. With
+    ``midpoints`` each threshold is lowered to halfway between that confidence and the next lower one
+    among the samples still in the cascade, which gives the same assignment on ``probs`` with a margin.
+    """
+    probs = np.asarray(probs, dtype=np.float32)
+    fractions = np.asarray(fractions, dtype=np.float64)
+    if fractions.ndim != 1 or probs.ndim != 3 or fractions.shape[0] != probs.shape[0]:
+        raise ValueError(f"fractions (shape {fractions.shape}) must have one entry per exit of probs "
+                         f"[n_exits, N, C] (shape {probs.shape})")
+    if (fractions < 0).any() or not np.isclose(fractions.sum(), 1.0, atol=1e-6):
+        raise ValueError(f"fractions must be >= 0 and sum to 1, got {fractions.tolist()}")
+    thresholds = fit_thresholds(probs, None, fractions.astype(np.float32))
+    if not midpoints:
+        return thresholds
+    conf = probs.max(axis=2)
+    taken = np.zeros(conf.shape[1], dtype=bool)
+    for k in range(probs.shape[0] - 1):
+        if thresholds[k] != UNSET_THRESHOLD:
+            below = conf[k][~taken & (conf[k] < thresholds[k])]
+            if below.size:
+                middle = np.float32((np.float64(thresholds[k]) + np.float64(below.max())) / 2)
+                if below.max() < middle <= thresholds[k]:
+                    thresholds[k] = middle
+        taken |= conf[k] >= thresholds[k]
+    return thresholds
+
+
+def calibrate_thresholds(model: DynamicVisionTransformer, images: Any, fractions: Sequence[float],
+                         batch_size: int = 64) -> np.ndarray:
+    """Thresholds that make ``fractions`` of ``images`` leave at each exit (full cascade run once)."""
+    probs = exit_probabilities(model, images, batch_size)
+    thresholds = thresholds_for_fractions(probs, fractions)
+    counts = np.bincount(exit_assignment(probs, thresholds), minlength=probs.shape[0])
+    logger.info("calibrated thresholds %s: exit counts %s of %d", np.round(thresholds, 6).tolist(),
+                counts.tolist(), probs.shape[1])
+    return thresholds
+
+
+def parse_thresholds(text: str) -> List[float]:
+    """``"0.8,0.6,-1e8"`` -> ``[0.8, 0.6, -1e8]`` (error naming the bad item)."""
+    values = []
+    for item in text.split(","):
+        try:
+            values.append(float(item))
+        except ValueError:
+            raise ValueError(f"{item.strip()!r} is not a number (expected e.g. 0.8,0.6,-1e8)") from None
+    return values
+
+
+def budget_thresholds(metadata: Mapping[str, Any], budget_step: int, n_exits: int,
+                      source: str = "the checkpoint") -> np.ndarray:
+    """Row ``budget_step`` (1-based, as the official p = 1..59) of the metadata's ``dynamic_threshold``."""
+    if "dynamic_threshold" not in metadata:
+        raise ValueError(f"{source} has no 'dynamic_threshold' table; pass --thresholds instead")
+    table = np.asarray(metadata["dynamic_threshold"], dtype=np.float64)
+    if table.ndim != 2 or table.shape[1] != n_exits:
+        raise ValueError(f"{source}: 'dynamic_threshold' must have shape [steps, {n_exits}], got {table.shape}")
+    if isinstance(budget_step, bool) or not 1 <= int(budget_step) <= table.shape[0] \
+            or int(budget_step) != budget_step:
+        raise ValueError(f"budget step must be an integer in 1..{table.shape[0]}, got {budget_step!r}")
+    try:
+        return check_thresholds(table[int(budget_step) - 1], n_exits)
+    except ValueError as exc:
+        raise ValueError(f"{source}: dynamic_threshold row of budget step {budget_step}: {exc}") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# models from checkpoints
+# --------------------------------------------------------------------------------------------------
+def model_from_checkpoint(path: Union[str, os.PathLike], model_name: Optional[str] = None,
+                          overrides: Optional[Mapping[str, Any]] = None) -> Tuple[nn.Cell, Dict[str, Any]]:
+    """Build the model a checkpoint was converted from and load it; returns ``(model, metadata)``.
+
+    A converted ``.ckpt`` names its model (``model``, ``model_overrides``); ``model_name``/``overrides``
+    must then agree with it. Official files do not, and need ``model_name``.
+    """
+    from .checkpoint import load_checkpoint, read_checkpoint
+    from .models import create_model, list_models
+
+    _, metadata = read_checkpoint(path)
+    overrides = dict(overrides or {})
+    stored_name = metadata.get("model")
+    if stored_name is not None:
+        if model_name is not None and model_name != stored_name:
+            raise ValueError(f"{path}: the checkpoint is a {stored_name!r}, not a {model_name!r} (--model)")
+        stored = dict(metadata.get("model_overrides") or {})
+        for key, value in overrides.items():
+            if key in stored and stored[key] != value:
+                raise ValueError(f"{path}: the checkpoint was converted with {key}={stored[key]!r}, "
+                                 f"not {key}={value!r} (--set)")
+        overrides = {**stored, **overrides}
+        model_name = stored_name
+    elif model_name is None:
+        raise ValueError(f"{path}: the checkpoint does not name its model; pass --model (and --set ...)")
+    if model_name not in list_models():
+        raise ValueError(f"unknown model {model_name!r}; available: {', '.join(list_models())}")
+    net = create_model(model_name, **overrides)
+    metadata = load_checkpoint(net, path)
+    metadata.setdefault("model", model_name)
+    metadata.setdefault("model_overrides", overrides)
+    net.set_train(False)
+    return net, metadata
+
+
+# --------------------------------------------------------------------------------------------------
+# images
+# --------------------------------------------------------------------------------------------------
+def eval_sizes(image_size: int) -> Tuple[int, int]:
+    """``(resize, crop)`` of the evaluation transform: 256/224 of the crop for the shorter side."""
+    return image_size * 256 // 224, image_size
+
+
+def load_image(path: Union[str, os.PathLike], image_size: int = 224) -> np.ndarray:
+    """Read an image as normalized float32 ``[3, image_size, image_size]``.
+
+    Shorter side resized (bicubic) to ``image_size * 256 / 224``, center crop of ``image_size``, RGB
+    scaled to [0, 1] and normalized with the ImageNet mean and std. Raises ``OSError`` if unreadable.
+    """
+    from PIL import Image
+
+    resize, crop = eval_sizes(image_size)
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise OSError(f"{path}: cannot read the image ({exc})") from None
+    width, height = image.size
+    if width <= height:
+        size = (resize, int(resize * height / width))
+    else:
+        size = (int(resize * width / height), resize)
+    image = image.resize(size, Image.BICUBIC)
+    left = int(round((size[0] - crop) / 2.0))
+    top = int(round((size[1] - crop) / 2.0))
+    image = image.crop((left, top, left + crop, top + crop))
+    pixels = np.asarray(image, dtype=np.float32) / 255.0
+    pixels = (pixels - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+
+
+def iter_image_paths(inputs: Iterable[Union[str, os.PathLike]]) -> Iterator[Path]:
+    """Files named in ``inputs`` and image files (by extension) under the folders there, walked lazily in
+    sorted order. A path that does not exist raises ``FileNotFoundError`` when it is reached."""
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            for folder, dirs, files in os.walk(path):
+                dirs.sort()
+                for name in sorted(files):
+                    if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+                        yield Path(folder) / name
+        elif path.exists():
+            yield path
+        else:
+            raise FileNotFoundError(f"{path}: no such file or directory")
+
+
+def iter_image_batches(paths: Iterable[Union[str, os.PathLike]], batch_size: int, image_size: int = 224,
+                       ) -> Iterator[Tuple[List[Path], np.ndarray, List[Path]]]:
+    """Yield ``(paths, images [b, 3, S, S], skipped_paths)`` batches; unreadable files are logged and
+    skipped. A last batch with only skipped files has an empty image array."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    good: List[Path] = []
+    arrays: List[np.ndarray] = []
+    skipped: List[Path] = []
+    for path in paths:
+        try:
+            arrays.append(load_image(path, image_size))
+            good.append(Path(path))
+        except OSError as exc:
+            logger.warning("skipping %s", exc)
+            skipped.append(Path(path))
+        if len(good) == batch_size:
+            yield good, np.stack(arrays), skipped
+            good, arrays, skipped = [], [], []
+    if good or skipped:
+        images = np.stack(arrays) if arrays else np.zeros((0, 3, image_size, image_size), np.float32)
+        yield good, images, skipped
+
+
+def read_class_names(path: Union[str, os.PathLike], num_classes: int) -> List[str]:
+    """Class names: a text file with one name per line, or JSON (a list, or ``{"0": name}`` /
+    ``{"0": [wnid, name]}`` as in ImageNet's class index)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read class names ({exc})") from None
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        if isinstance(data, dict):
+            try:
+                items = sorted((int(k), v) for k, v in data.items())
+            except ValueError:
+                raise ValueError(f"{path}: JSON keys must be class indices") from None
+            if [k for k, _ in items] != list(range(len(items))):
+                raise ValueError(f"{path}: JSON keys must be the class indices 0..{len(items) - 1}")
+            data = [v[-1] if isinstance(v, list) and v else v for _, v in items]
+        if not isinstance(data, list):
+            raise ValueError(f"{path}: expected a JSON list or object of class names")
+        names = [str(v) for v in data]
+    else:
+        names = [line.strip() for line in text.splitlines()]
+        while names and not names[-1]:
+            names.pop()
+    if len(names) != num_classes:
+        raise ValueError(f"{path}: {len(names)} class names, but the model has {num_classes} classes")
+    return names
+
+
+def exit_fraction_summary(exits: np.ndarray, n_exits: int) -> str:
+    """``"exit 1: 60.0%, exit 2: 25.0%, ..."`` for a log line."""
+    counts = np.bincount(np.asarray(exits), minlength=n_exits)
+    total = max(int(counts.sum()), 1)
+    return ", ".join(f"exit {k + 1}: {100.0 * c / total:.1f}%" for k, c in enumerate(counts))
