@@ -7,12 +7,14 @@ is written under a temporary name and renamed into place, and never replaces SRC
 """
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("GLOG_v", "3")  # hide MindSpore's C++ plug-in warnings
 
-from dvt_ms.utils.cli import parse_overrides, quiet_mindspore, run_cli, setup_logging  # noqa: E402
+from dvt_ms.utils.cli import parse_overrides, run_cli, setup_logging  # noqa: E402
 
 logger = logging.getLogger("convert_checkpoint")
 
@@ -32,7 +34,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
-    quiet_mindspore()
     if not args.src.is_file():
         raise ValueError(f"{args.src}: no such file")
     if args.dst.suffix != ".ckpt":

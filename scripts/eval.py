@@ -21,9 +21,10 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("GLOG_v", "3")  # hide MindSpore's C++ plug-in warnings
 
 from dvt_ms.config import COMMON, EVAL, ConfigError, Schema, resolve_config  # noqa: E402
-from dvt_ms.utils.cli import quiet_mindspore, run_cli, setup_logging  # noqa: E402
+from dvt_ms.utils.cli import run_cli, setup_logging  # noqa: E402
 
 logger = logging.getLogger("eval")
 
@@ -193,7 +194,6 @@ def _model_modes(config) -> dict:
 
 
 def main(argv=None) -> int:
-    quiet_mindspore()
     config = resolve_config(SCHEMA, argv, description=__doc__)
     setup_logging(config.verbose)
     from dvt_ms.plots import matplotlib_available

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # importing dvt_ms loads MindSpore, which reads its log level only then
 os.environ.setdefault("GLOG_v", "3")
 
-from dvt_ms.utils.cli import parse_overrides, quiet_mindspore, run_cli, setup_logging  # noqa: E402
+from dvt_ms.utils.cli import parse_overrides, run_cli, setup_logging  # noqa: E402
 
 logger = logging.getLogger("export")
 
@@ -39,7 +39,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
-    quiet_mindspore()
     from dvt_ms.export import SUPPORTED_FORMATS
 
     if args.format.upper() not in SUPPORTED_FORMATS:

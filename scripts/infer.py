@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # importing dvt_ms loads MindSpore, which reads its log level only then
 os.environ.setdefault("GLOG_v", "3")
 
-from dvt_ms.utils.cli import parse_overrides, quiet_mindspore, run_cli, setup_logging  # noqa: E402
+from dvt_ms.utils.cli import parse_overrides, run_cli, setup_logging  # noqa: E402
 
 logger = logging.getLogger("infer")
 
@@ -141,7 +141,6 @@ def choose_thresholds(args: argparse.Namespace, metadata: Dict[str, Any], n_exit
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
-    quiet_mindspore()
     missing = [p for p in args.inputs if not os.path.exists(p)]
     if missing:
         raise ValueError(f"no such file or directory: {', '.join(missing)}")

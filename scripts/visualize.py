@@ -16,13 +16,15 @@ The images are preprocessed as in evaluation (resize, center crop); the pictures
 model saw. --images is a folder (searched recursively, sorted) or one image file.
 """
 import logging
+import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("GLOG_v", "3")  # hide MindSpore's C++ plug-in warnings
 
 from dvt_ms.config import COMMON, ConfigError, Option, Schema, non_empty, positive, resolve_config  # noqa: E402
-from dvt_ms.utils.cli import quiet_mindspore, run_cli, setup_logging  # noqa: E402
+from dvt_ms.utils.cli import run_cli, setup_logging  # noqa: E402
 
 logger = logging.getLogger("visualize")
 MODES = ("exits", "evit")
@@ -234,7 +236,6 @@ def main(argv=None) -> int:
         raise ValueError(f"the first argument must be the mode, one of {', '.join(MODES)} "
                          f"(got {argv[0] if argv else 'nothing'!r}); see --help")
     mode = argv.pop(0)
-    quiet_mindspore()
     config = resolve_config(SCHEMAS[mode], argv, description=__doc__)
     setup_logging(config.verbose)
 
