@@ -2,6 +2,12 @@
 
     python scripts/benchmark.py [--models deit_small dvt_deit_small dvt_t2t_vit_12] [--batch_sizes 1 8]
                                 [--rounds 4] [--seconds 5 | --iters N] [--json results.json]
+                                [--suite inference|early_exit|all|train]
+
+``--suite inference`` (the default) is the throughput table described below. ``--suite early_exit``
+measures early-exit inference instead (see ``early_exit_suite``); ``all`` runs both.
+``--suite train`` measures training steps (images/s) against a PyTorch eager training step
+(see ``train_suite``); it is not part of ``all``.
 
 Every MindSpore model runs in GRAPH_MODE with random weights. Its first call compiles the graph (reported
 separately), then ``--warmup`` calls are discarded. If torch is importable, a plain ``torch.nn`` DeiT-S
@@ -41,6 +47,8 @@ logger = logging.getLogger("benchmark")
 DEFAULT_MODELS = ("deit_small", "dvt_deit_small", "dvt_t2t_vit_12")
 TORCH_NAME = "deit_small"
 TARGETS = {"ms_over_torch": (8, 1.3), "dvt_over_deit": (8, 0.5)}  # (batch size, minimum ratio)
+EXIT_FRACTIONS = (0.60, 0.25, 0.15)
+EXIT_TARGETS = {"realized_over_theoretical": 0.85, "evit_over_deit": 1.4}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -59,8 +67,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no_torch", action="store_true", help="skip the PyTorch baseline")
     parser.add_argument("--image_size", type=int, default=224)
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this file")
+    parser.add_argument("--suite", default="inference", choices=("inference", "early_exit", "all", "train"),
+                        help="throughput table (inference) and/or early-exit engine vs full cascade (early_exit)")
+    parser.add_argument("--exit_batch", type=int, default=64, help="early_exit: images in the fixed batch")
+    parser.add_argument("--exit_fractions", nargs="+", type=float, default=list(EXIT_FRACTIONS),
+                        help="early_exit: share of the batch that leaves at each exit")
+    parser.add_argument("--exit_seed", type=int, default=0, help="early_exit: seed of the random images")
+    parser.add_argument("--exit_cascade_chunk", type=int, default=16,
+                        help="early_exit: images per call of the full cascade (one call on 64 images needs about "
+                             "14 GB of MindSpore CPU workspace)")
+    parser.add_argument("--train_models", nargs="+", default=list(TRAIN_MODELS),
+                        help="train: MindSpore models whose training step is timed")
+    parser.add_argument("--train_batch", type=int, default=TRAIN_TARGET[0], help="train: images per step")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
+    if args.train_batch < 1:
+        raise ValueError("--train_batch must be at least 1")
     for key in ("rounds", "min_iters", "gemm_size", "image_size"):
         if getattr(args, key) < 1:
             raise ValueError(f"--{key} must be at least 1")
@@ -68,6 +90,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         raise ValueError("--warmup must be >= 0, --seconds > 0 and --iters >= 1")
     if any(b < 1 for b in args.batch_sizes):
         raise ValueError("--batch_sizes must be positive")
+    if args.exit_batch < 1 or args.exit_cascade_chunk < 1:
+        raise ValueError("--exit_batch and --exit_cascade_chunk must be at least 1")
+    if any(f < 0 for f in args.exit_fractions) or abs(sum(args.exit_fractions) - 1) > 1e-6:
+        raise ValueError(f"--exit_fractions must be >= 0 and sum to 1, got {args.exit_fractions}")
     return args
 
 
@@ -338,6 +364,396 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+# ----------------------------------------------------------------------------------------------------
+# early-exit suite
+# ----------------------------------------------------------------------------------------------------
+def _engine_label(mode: str) -> str:
+    return f"dvt_deit_small early exit ({mode})"
+
+
+def early_exit_measurements(args: argparse.Namespace, images) -> dict:
+    """Build the models, fit the thresholds on the cascade's own logits, check both engines against the
+    cascade, and return the timed callables with what the report needs."""
+    import numpy as np
+    import mindspore as ms
+    from mindspore import Tensor
+
+    from dvt_ms import create_model
+    from dvt_ms.budget import exit_assignment
+    from dvt_ms.flops import count
+    from dvt_ms.infer import AdaptiveClassifier, softmax, thresholds_for_fractions
+
+    size = args.image_size
+    x = Tensor(images, ms.float32)
+    dvt = create_model("dvt_deit_small", image_size=size)
+    deit = create_model("deit_small", image_size=size)
+    evit = create_model("evit_deit_small", image_size=size)
+    for net in (dvt, deit, evit):
+        net.set_train(False)
+    if len(args.exit_fractions) != dvt.num_exits:
+        raise ValueError(f"--exit_fractions needs {dvt.num_exits} values, got {len(args.exit_fractions)}")
+
+    chunks = [Tensor(images[i:i + args.exit_cascade_chunk], ms.float32)
+              for i in range(0, images.shape[0], args.exit_cascade_chunk)]
+    logger.info("compiling the full cascade and fitting thresholds on its logits")
+    logits = np.concatenate([np.stack([o.asnumpy() for o in dvt(chunk)]) for chunk in chunks], axis=1)
+    probs = softmax(logits)
+    thresholds = thresholds_for_fractions(probs, args.exit_fractions)
+    exits = exit_assignment(probs, thresholds)
+    counts = np.bincount(exits, minlength=dvt.num_exits)
+    rows = np.arange(images.shape[0])
+
+    engines = {}
+    for mode in ("dynamic", "buckets"):
+        logger.info("compiling the %s early-exit engine", mode)
+        engine = AdaptiveClassifier(dvt, thresholds, shape_mode=mode)
+        start = time.perf_counter()
+        result = engine(images, return_logits=True)
+        first_call = time.perf_counter() - start
+        if not np.array_equal(result.exits, exits):
+            raise RuntimeError(f"{mode} engine: the exits differ from the full cascade's")
+        engines[mode] = dict(engine=engine, first_call_s=first_call,
+                             max_logit_diff=float(np.abs(result.logits - logits[exits, rows]).max()))
+
+    macs = count(dvt, size)
+    expected = float(sum(c / images.shape[0] * m for c, m in zip(counts, macs)))
+
+    def cascade_run() -> None:
+        for chunk in chunks:
+            for t in dvt(chunk):
+                t.asnumpy()
+
+    def single_run(net) -> Callable[[], None]:
+        return lambda: net(x).asnumpy()
+
+    def engine_run(mode: str) -> Callable[[], None]:
+        return lambda: engines[mode]["engine"](images)
+
+    batch = images.shape[0]
+    measurements = [Measurement(_engine_label(mode), "mindspore", batch, engine_run(mode), macs_per_image=expected)
+                    for mode in engines]
+    measurements += [
+        Measurement("dvt_deit_small full cascade", "mindspore", batch, cascade_run, macs_per_image=macs[-1]),
+        Measurement("deit_small", "mindspore", batch, single_run(deit), macs_per_image=count(deit, size)[0]),
+        Measurement("evit_deit_small", "mindspore", batch, single_run(evit), macs_per_image=count(evit, size)[0]),
+    ]
+    return dict(measurements=measurements, engines=engines, thresholds=thresholds, counts=counts, macs=macs,
+                expected_macs=expected)
+
+
+def _speedup_row(label: str, num: Measurement, den: Measurement, theoretical: float, target: float,
+                 target_of: str) -> dict:
+    realized = num.images_per_s / den.images_per_s
+    per_round = [d / n for n, d in zip(num.round_medians, den.round_medians)]
+    checked = realized / theoretical if target_of == "realized/theoretical" else realized
+    return dict(label=label, theoretical=theoretical, realized=realized, round_min=min(per_round),
+                round_max=max(per_round), realized_over_theoretical=realized / theoretical, target=target,
+                target_of=target_of, met=checked >= target)
+
+
+def early_exit_ratios(m: Dict[str, Measurement], macs: List[float], expected: float) -> List[dict]:
+    """Theoretical (MACs) and realized (images/s) speedups of each engine, and EViT over DeiT."""
+    target = EXIT_TARGETS["realized_over_theoretical"]
+    deit, evit, cascade = m["deit_small"], m["evit_deit_small"], m["dvt_deit_small full cascade"]
+    rows = []
+    for mode in ("dynamic", "buckets"):
+        engine = m[_engine_label(mode)]
+        rows.append(_speedup_row(f"engine ({mode}) / full cascade", engine, cascade, macs[-1] / expected,
+                                 target, "realized/theoretical"))
+        rows.append(_speedup_row(f"engine ({mode}) / deit_small", engine, deit, deit.macs_per_image / expected,
+                                 target, "realized/theoretical"))
+    rows.append(_speedup_row("evit_deit_small / deit_small", evit, deit,
+                             deit.macs_per_image / evit.macs_per_image, EXIT_TARGETS["evit_over_deit"], "realized"))
+    return rows
+
+
+def print_early_exit_report(env: dict, info: dict, ratio_rows: List[dict]) -> None:
+    n = int(sum(info["counts"]))
+    print()
+    for key, value in env.items():
+        print(f"{key:>26}: {value}")
+    print(f"{'thresholds':>26}: {', '.join(f'{t:.6g}' for t in info['thresholds'])} "
+          "(fitted on the full cascade's softmax outputs for this batch)")
+    print(f"{'exits taken':>26}: " + ", ".join(f"exit {k + 1}: {c} ({100 * c / n:.1f}%)"
+                                              for k, c in enumerate(info["counts"])))
+    print(f"{'GMACs/img at exits 1/2/3':>26}: " + " / ".join(f"{m / 1e9:.3f}" for m in info["macs"])
+          + f" (cumulative); expected at the exits taken: {info['expected_macs'] / 1e9:.3f}")
+    for mode, e in info["engines"].items():
+        engine = e["engine"]
+        calls = "; ".join(f"stage {k + 1}: " + ", ".join(f"{c} x b{b}" for b, c in sorted(batches.items()))
+                          for k, batches in enumerate(engine.stage_batches))
+        print(f"{'engine ' + mode:>26}: compiling call {e['first_call_s']:.1f} s; graphs per stage "
+              f"{engine.compiled_graphs()}; max |logit - cascade logit| at the exit taken "
+              f"{e['max_logit_diff']:.1e}")
+        print(f"{'':>26}  calls x graph batch size over the whole run: {calls}")
+    print()
+    print("| model | batch | median s/call | best s/call | images/s | GMACs/img | calls | cores busy |")
+    print("|---|---|---|---|---|---|---|---|")
+    for m in info["measurements"]:
+        print(f"| {m.model} | {m.batch} | {m.median_s:.2f} | {min(m.times):.2f} | {m.images_per_s:.2f} | "
+              f"{m.macs_per_image / 1e9:.3f} | {len(m.times)} | {statistics.median(m.cpu_over_wall):.2f} |")
+    print()
+    print("| speedup (images/s) | theoretical (MACs) | realized (median) | per-round range "
+          "| realized / theoretical | target | met |")
+    print("|---|---|---|---|---|---|---|")
+    for r in ratio_rows:
+        if r["target_of"] == "realized/theoretical":
+            target = f"realized/theoretical >= {100 * r['target']:.0f}%"
+        else:
+            target = f"realized >= {r['target']}x"
+        print(f"| {r['label']} | {r['theoretical']:.2f}x | {r['realized']:.2f}x | "
+              f"{r['round_min']:.2f}-{r['round_max']:.2f} | {100 * r['realized_over_theoretical']:.0f}% | "
+              f"{target} | {'yes' if r['met'] else 'NO'} |")
+
+
+def early_exit_suite(args: argparse.Namespace, device: str) -> int:
+    """Early-exit engine vs the full cascade, DeiT-S and EViT-S on one fixed random batch.
+
+    Thresholds are fitted on the full cascade's own softmax outputs for that batch so that
+    ``--exit_fractions`` (60/25/15%) of it leaves at exits 1/2/3. Theoretical speedups are MACs ratios
+    (``dvt_ms.flops.count``: the full cascade's or DeiT-S's MACs over the expected MACs at the exits
+    taken); realized speedups are throughput ratios. Everything is timed in ``--rounds`` interleaved
+    rounds and the medians are reported. The full cascade runs the batch in calls of
+    ``--exit_cascade_chunk`` images, because one call on 64 images needs about 14 GB of workspace.
+    """
+    import numpy as np
+    import mindspore as ms
+
+    rng = np.random.default_rng(args.exit_seed)
+    images = rng.standard_normal((args.exit_batch, 3, args.image_size, args.image_size), dtype=np.float32)
+    info = early_exit_measurements(args, images)
+    measurements = info["measurements"]
+    load_before = os.getloadavg()
+    for m in measurements:
+        logger.info("warming up %s", m.model)
+        prepare(m, args.warmup)
+    for r in range(args.rounds):
+        shift = r % len(measurements)
+        for m in measurements[shift:] + measurements[:shift]:
+            logger.info("round %d/%d: %s", r + 1, args.rounds, m.model)
+            time_chunk(m, args.seconds, args.iters, args.min_iters)
+    load_after = os.getloadavg()
+
+    ratio_rows = early_exit_ratios({m.model: m for m in measurements}, info["macs"], info["expected_macs"])
+    env = {
+        "suite": "early_exit",
+        "device": device,
+        "machine": f"{cpu_model()} ({platform.machine()}), {os.cpu_count()} logical CPUs",
+        "mindspore": f"{ms.__version__}, CPU kernel threads (runtime_num_threads) = "
+                     f"{int(ms.get_context('runtime_num_threads'))}",
+        "images": f"{args.exit_batch} x 3 x {args.image_size} x {args.image_size}, standard normal, seed "
+                  f"{args.exit_seed}; random weights",
+        "calls": f"engines, deit_small, evit_deit_small: all {args.exit_batch} images in one call; full cascade: "
+                 f"calls of {args.exit_cascade_chunk} images",
+        "load average before/after": f"{load_before[0]:.2f} / {load_after[0]:.2f}",
+        "timing": f"{args.rounds} interleaved rounds x "
+                  + (f"{args.iters} calls" if args.iters else f">= {args.seconds:g} s (>= {args.min_iters} calls)")
+                  + f", warmup {args.warmup}, median per call",
+    }
+    print_early_exit_report(env, info, ratio_rows)
+    if args.json:
+        path = args.json if args.suite == "early_exit" else args.json.with_name(args.json.stem + "_early_exit.json")
+        payload = dict(
+            environment=env, thresholds=[float(t) for t in info["thresholds"]],
+            exit_counts=[int(c) for c in info["counts"]], macs_per_exit=info["macs"],
+            expected_macs=info["expected_macs"], ratios=ratio_rows,
+            engines={mode: dict(first_call_s=e["first_call_s"], compiled_graphs=e["engine"].compiled_graphs(),
+                                stage_batches=[{str(b): c for b, c in s.items()} for s in e["engine"].stage_batches],
+                                max_logit_diff=e["max_logit_diff"]) for mode, e in info["engines"].items()},
+            results=[dict(model=m.model, batch=m.batch, median_s=m.median_s, images_per_s=m.images_per_s,
+                          macs_per_image=m.macs_per_image, times_s=m.times, round_medians_s=m.round_medians,
+                          cpu_over_wall=m.cpu_over_wall)
+                     for m in measurements])
+        path.write_text(json.dumps(payload, indent=2))
+        logger.info("wrote %s", path)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------
+# training suite
+# ----------------------------------------------------------------------------------------------------
+TRAIN_MODELS = ("deit_small", "dvt_deit_small")
+#: (batch size, minimum ratio) of deit_small MindSpore training over the PyTorch eager training step.
+TRAIN_TARGET = (8, 1.0)
+
+
+def _soft_targets(batch: int, num_classes: int, smoothing: float, seed: int):
+    """Label-smoothed one-hot targets ``float32 [batch, num_classes]`` (what the mixup recipe feeds the loss)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    targets = np.full((batch, num_classes), smoothing / num_classes, dtype=np.float32)
+    targets[np.arange(batch), rng.integers(0, num_classes, batch)] += 1.0 - smoothing
+    return targets
+
+
+def mindspore_train_measurement(name: str, batch: int, image_size: int, images, targets) -> Measurement:
+    """One ``TrainStep`` call: forward, multi-exit loss, backward, finite checks, AdamW update (no EMA)."""
+    import mindspore as ms
+    from mindspore import Tensor
+
+    from dvt_ms import create_model
+    from dvt_ms.flops import count
+    from dvt_ms.train import MultiExitLoss, TrainStep, create_optimizer
+
+    ms.set_seed(0)
+    net = create_model(name, image_size=image_size)
+    optimizer = create_optimizer(net, "adamw", 5e-4, weight_decay=0.05)
+    step = TrainStep(net, MultiExitLoss(label_smoothing=0.1), optimizer)
+    x, y = Tensor(images, ms.float32), Tensor(targets, ms.float32)
+
+    def run() -> None:
+        step(x, y)  # reads the loss back, so the step has finished
+
+    return Measurement(name, "mindspore", batch, run, macs_per_image=count(net, image_size)[-1])
+
+
+def torch_train_measurement(torch, batch: int, image_size: int, images, targets, macs: float) -> Measurement:
+    """The same step in eager PyTorch: ``torch_deit_small`` in train mode, soft-target CE, AdamW (no decay
+    for biases, norms, pos_embed and cls_token), ``zero_grad(set_to_none=True)``."""
+    net = torch_deit_small(torch, image_size).train()
+    decay = [p for n, p in net.named_parameters() if p.ndim > 1 and n not in ("pos_embed", "cls_token")]
+    no_decay = [p for n, p in net.named_parameters() if p.ndim <= 1 or n in ("pos_embed", "cls_token")]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=5e-4)
+    x, t = torch.from_numpy(images), torch.from_numpy(targets)
+
+    def run() -> None:
+        loss = torch.sum(-t * torch.log_softmax(net(x), dim=-1), dim=-1).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return Measurement(TORCH_NAME, "torch", batch, run, macs_per_image=macs)
+
+
+def train_ratios(measurements: List[Measurement], batch: int) -> List[dict]:
+    """MindSpore/torch for DeiT-S and DVT/DeiT-S (MindSpore), from the medians of the interleaved rounds."""
+    target_batch, minimum = TRAIN_TARGET
+    pairs = [("ms_over_torch", "deit_small training MS / torch", ("deit_small", "mindspore"), (TORCH_NAME, "torch"),
+              minimum if batch == target_batch else None),
+             ("dvt_over_torch", "dvt_deit_small training MS / deit_small torch", ("dvt_deit_small", "mindspore"),
+              (TORCH_NAME, "torch"), None),
+             ("dvt_over_deit", "dvt_deit_small / deit_small training (MS)", ("dvt_deit_small", "mindspore"),
+              ("deit_small", "mindspore"), None)]
+    rows = []
+    for key, label, num, den, target in pairs:
+        a, b = _find(measurements, *num, batch), _find(measurements, *den, batch)
+        if a is None or b is None:
+            continue
+        per_round = [d / n for n, d in zip(a.round_medians, b.round_medians)]
+        value = a.images_per_s / b.images_per_s
+        rows.append(dict(key=key, label=label, batch=batch, ratio=value, round_min=min(per_round),
+                         round_max=max(per_round), best_call_ratio=min(b.times) / min(a.times), target=target,
+                         met=None if target is None else value >= target))
+    return rows
+
+
+def print_train_report(env: dict, measurements: List[Measurement], peak: float, ratio_rows: List[dict]) -> None:
+    print()
+    for key, value in env.items():
+        print(f"{key:>26}: {value}")
+    print(f"{'fp32 GEMM peak (MS)':>26}: {peak / 1e9:.1f} GFLOP/s (fastest call)")
+    print()
+    print("| model | framework | batch | first call s | median s/step | best s/step | images/s | GMACs/img (fwd) "
+          "| training MFU | steps | cores busy |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for m in measurements:
+        mfu = 6 * m.macs_per_image * m.images_per_s / peak  # forward + backward = 3 x the forward's 2 x MACs
+        print(f"| {m.model} | {m.framework} | {m.batch} | {m.first_call_s:.1f} | {m.median_s:.3f} | "
+              f"{min(m.times):.3f} | {m.images_per_s:.2f} | {m.macs_per_image / 1e9:.3f} | {100 * mfu:.1f}% | "
+              f"{len(m.times)} | {statistics.median(m.cpu_over_wall):.2f} |")
+    print()
+    print("| ratio (training images/s) | batch | median | per-round range | best steps | target | met (median) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in ratio_rows:
+        target = "-" if r["target"] is None else f">= {r['target']}"
+        met = "-" if r["met"] is None else ("yes" if r["met"] else "NO")
+        print(f"| {r['label']} | {r['batch']} | {r['ratio']:.2f} | {r['round_min']:.2f}-{r['round_max']:.2f} "
+              f"| {r['best_call_ratio']:.2f} | {target} | {met} |")
+
+
+def train_suite(args: argparse.Namespace, device: str) -> int:
+    """Training throughput: one optimizer step per call at ``--train_batch`` on random images and soft targets.
+
+    MindSpore: :class:`dvt_ms.train.TrainStep` (graph mode: forward, loss, backward, finite checks and
+    AdamW in one compiled graph) for each of ``--train_models``; PyTorch (if importable): the eager DeiT-S
+    above with the same loss and optimizer, on as many threads as MindSpore uses. No EMA, no drop path,
+    no gradient clipping on either side. Measured in ``--rounds`` interleaved rounds; medians reported.
+    """
+    import numpy as np
+    import mindspore as ms
+
+    batch, size = args.train_batch, args.image_size
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((batch, 3, size, size), dtype=np.float32)
+    targets = _soft_targets(batch, 1000, 0.1, 1)
+    ms_threads = int(ms.get_context("runtime_num_threads"))
+    gemm = mindspore_gemm(args.gemm_size)
+    measurements = []
+    for name in args.train_models:
+        logger.info("building the %s training step", name)
+        measurements.append(mindspore_train_measurement(name, batch, size, images, targets))
+    torch = None
+    if not args.no_torch:
+        try:
+            import torch
+        except ImportError:
+            logger.warning("torch is not importable; skipping the PyTorch baseline")
+    if torch is not None:
+        torch.set_num_threads(ms_threads)
+        deit = _find(measurements, "deit_small", "mindspore", batch)
+        if deit is not None:
+            macs = deit.macs_per_image
+        else:
+            from dvt_ms import create_model
+            from dvt_ms.flops import count
+
+            macs = count(create_model("deit_small", image_size=size), size)[0]
+        measurements.append(torch_train_measurement(torch, batch, size, images, targets, macs))
+
+    load_before = os.getloadavg()
+    everything = [gemm] + measurements
+    for m in everything:
+        logger.info("compiling/warming up %s (%s)", m.model, m.framework)
+        prepare(m, args.warmup)
+    for r in range(args.rounds):
+        shift = r % len(everything)
+        for m in everything[shift:] + everything[:shift]:
+            logger.info("round %d/%d: %s (%s) training", r + 1, args.rounds, m.model, m.framework)
+            time_chunk(m, args.seconds, args.iters, args.min_iters)
+    load_after = os.getloadavg()
+
+    peak = gemm_peak(gemm)
+    ratio_rows = train_ratios(measurements, batch)
+    env = {
+        "suite": "train",
+        "device": device,
+        "machine": f"{cpu_model()} ({platform.machine()}), {os.cpu_count()} logical CPUs",
+        "mindspore": f"{ms.__version__}, graph mode, CPU kernel threads (runtime_num_threads) = {ms_threads}",
+        "torch": "not used" if torch is None else
+                 f"{torch.__version__}, threads = {torch.get_num_threads()}, eager, train mode",
+        "step": f"batch {batch} x 3 x {size} x {size} random images, soft targets (1000 classes), AdamW 5e-4 / "
+                "wd 0.05, fp32; no EMA, drop path or clipping",
+        "load average before/after": f"{load_before[0]:.2f} / {load_after[0]:.2f}",
+        "timing": f"{args.rounds} interleaved rounds x "
+                  + (f"{args.iters} steps" if args.iters else f">= {args.seconds:g} s (>= {args.min_iters} steps)")
+                  + f", warmup {args.warmup}, median per step",
+    }
+    print_train_report(env, measurements, peak, ratio_rows)
+    if args.json:
+        path = args.json if args.suite == "train" else args.json.with_name(args.json.stem + "_train.json")
+        payload = dict(environment=env, gemm_peak_flops=peak, ratios=ratio_rows,
+                       results=[dict(model=m.model, framework=m.framework, batch=m.batch, first_call_s=m.first_call_s,
+                                     median_s=m.median_s, images_per_s=m.images_per_s,
+                                     macs_per_image=m.macs_per_image, times_s=m.times,
+                                     round_medians_s=m.round_medians, cpu_over_wall=m.cpu_over_wall)
+                                for m in measurements])
+        path.write_text(json.dumps(payload, indent=2))
+        logger.info("wrote %s", path)
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
@@ -348,6 +764,10 @@ def main(argv=None) -> int:
     from dvt_ms.utils.device import configure_device
 
     device = configure_device(args.device_target, "graph")
+    if args.suite == "early_exit":
+        return early_exit_suite(args, device)
+    if args.suite == "train":
+        return train_suite(args, device)
     # MindSpore picks its CPU kernel thread count itself (runtime_num_threads; on this 2-core machine 2,
     # and neither set_context(runtime_num_threads=...) nor op_tuning.threads_num changed what its matmuls
     # use), so torch gets the same number and the table reports the threads each measurement really used.
@@ -412,6 +832,8 @@ def main(argv=None) -> int:
                      for m in models])
         args.json.write_text(json.dumps(payload, indent=2))
         logger.info("wrote %s", args.json)
+    if args.suite == "all":
+        return early_exit_suite(args, device)
     return 0
 
 
