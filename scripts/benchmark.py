@@ -322,6 +322,17 @@ def gemm_peak(gemm: Measurement) -> float:
     return gemm.flops_per_call / min(gemm.times)
 
 
+def print_ratio_table(ratio_rows: List[dict], title: str, best_column: str) -> None:
+    """Markdown table of throughput ratios with their targets."""
+    print(f"| {title} | batch | median | per-round range | {best_column} | target | met (median) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in ratio_rows:
+        target = "-" if r["target"] is None else f">= {r['target']}"
+        met = "-" if r["met"] is None else ("yes" if r["met"] else "NO")
+        print(f"| {r['label']} | {r['batch']} | {r['ratio']:.2f} | {r['round_min']:.2f}-{r['round_max']:.2f} "
+              f"| {r['best_call_ratio']:.2f} | {target} | {met} |")
+
+
 def print_report(env: dict, models: List[Measurement], gemm: Measurement, ratio_rows: List[dict]) -> None:
     peak = gemm_peak(gemm)
     print()
@@ -343,13 +354,7 @@ def print_report(env: dict, models: List[Measurement], gemm: Measurement, ratio_
               f"{100 * mfu:.1f}% | {len(m.times)} | {statistics.median(m.threads_used):g} | "
               f"{statistics.median(m.cpu_over_wall):.2f} |")
     print()
-    print("| ratio (images/s) | batch | median | per-round range | best calls | target | met (median) |")
-    print("|---|---|---|---|---|---|---|")
-    for r in ratio_rows:
-        target = "-" if r["target"] is None else f">= {r['target']}"
-        met = "-" if r["met"] is None else ("yes" if r["met"] else "NO")
-        print(f"| {r['label']} | {r['batch']} | {r['ratio']:.2f} | {r['round_min']:.2f}-{r['round_max']:.2f} "
-              f"| {r['best_call_ratio']:.2f} | {target} | {met} |")
+    print_ratio_table(ratio_rows, "ratio (images/s)", "best calls")
 
 
 def cpu_model() -> str:
@@ -664,13 +669,7 @@ def print_train_report(env: dict, measurements: List[Measurement], peak: float, 
               f"{min(m.times):.3f} | {m.images_per_s:.2f} | {m.macs_per_image / 1e9:.3f} | {100 * mfu:.1f}% | "
               f"{len(m.times)} | {statistics.median(m.cpu_over_wall):.2f} |")
     print()
-    print("| ratio (training images/s) | batch | median | per-round range | best steps | target | met (median) |")
-    print("|---|---|---|---|---|---|---|")
-    for r in ratio_rows:
-        target = "-" if r["target"] is None else f">= {r['target']}"
-        met = "-" if r["met"] is None else ("yes" if r["met"] else "NO")
-        print(f"| {r['label']} | {r['batch']} | {r['ratio']:.2f} | {r['round_min']:.2f}-{r['round_max']:.2f} "
-              f"| {r['best_call_ratio']:.2f} | {target} | {met} |")
+    print_ratio_table(ratio_rows, "ratio (training images/s)", "best steps")
 
 
 def train_suite(args: argparse.Namespace, device: str) -> int:

@@ -39,3 +39,11 @@ def reference_dir():
     if not REFERENCE_DIR.is_dir():
         pytest.skip(f"reference directory not found: {REFERENCE_DIR}")
     return REFERENCE_DIR
+
+
+@pytest.fixture(scope="module")
+def module_in_tmp_cwd(tmp_path_factory):
+    """Run a module's tests in a scratch directory, so MindSpore's compile artefacts stay out of the repo."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path_factory.mktemp("cwd"))
+        yield

@@ -22,11 +22,7 @@ from dvt_ms.train.step import TrainStep
 TINY = dict(embed_dim=64, depth=2, num_heads=2, mlp_ratio=2.0, num_classes=10)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _in_tmp(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(tmp_path_factory.mktemp("cwd"))
-        yield
+pytestmark = pytest.mark.usefixtures("module_in_tmp_cwd")
 
 
 class _Small(nn.Cell):

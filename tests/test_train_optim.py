@@ -17,11 +17,7 @@ TINY = dict(embed_dim=64, depth=2, num_heads=2, mlp_ratio=2.0, num_classes=10)
 NO_DECAY_LEAVES = {"gamma", "beta", "bias", "pos_embed", "cls_token"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _in_tmp(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(tmp_path_factory.mktemp("cwd"))
-        yield
+pytestmark = pytest.mark.usefixtures("module_in_tmp_cwd")
 
 
 class _Small(nn.Cell):
