@@ -521,9 +521,195 @@ EVAL = Schema("evaluation", [
            help="draw accuracy vs GMACs to this .png/.pdf/.svg (needs matplotlib)"),
 ])
 
+# --------------------------------------------------------------------------------------------------
+# training: validators and cross-key checks
+# --------------------------------------------------------------------------------------------------
+def _unit_interval(value: float) -> None:
+    if not 0 <= value <= 1:
+        raise ValueError(f"must be in [0, 1], got {value!r}")
+
+
+def _below_one(value: float) -> None:
+    if not 0 <= value < 1:
+        raise ValueError(f"must be in [0, 1), got {value!r}")
+
+
+def _numbers(value: Any, what: str) -> List[float]:
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+        raise ValueError(f"{what} must be finite numbers, got {value!r}")
+    return [float(v) for v in value]
+
+
+def _crop_scale(value: list) -> None:
+    bounds = _numbers(value, "the crop scale bounds")
+    if len(bounds) != 2 or not 0 < bounds[0] <= bounds[1] <= 1:
+        raise ValueError(f"must be [min, max] with 0 < min <= max <= 1 (fractions of the image area), "
+                         f"got {value!r}")
+
+
+def _betas(value: list) -> None:
+    if len(value) != 2 or not all(0 <= b < 1 for b in _numbers(value, "betas")):
+        raise ValueError(f"must be [beta1, beta2], each in [0, 1), got {value!r}")
+
+
+def _exit_weights(value: Optional[list]) -> None:
+    if value is None:
+        return
+    weights = _numbers(value, "exit weights")
+    if not weights or any(w < 0 for w in weights) or not any(weights):
+        raise ValueError(f"must be a non-empty list of non-negative numbers, not all 0, got {value!r}")
+
+
+def _auto_augment(value: Optional[str]) -> None:
+    if value is None or value == "":
+        return
+    from .data.train_transforms import parse_rand_augment
+
+    parse_rand_augment(value)
+
+
+def _resume(value: Optional[str]) -> None:
+    if value is None or value == "auto":
+        return
+    non_empty(value)
+    if not Path(value).is_file():
+        raise ValueError(f"{value}: no such checkpoint file (pass a file written by the training script, or "
+                         "'auto' for the newest complete one in output_dir)")
+
+
+def _existing_file(value: Optional[str]) -> None:
+    if value is None:
+        return
+    non_empty(value)
+    if not Path(value).is_file():
+        raise ValueError(f"{value}: no such file")
+
+
+def model_num_exits(model: str) -> int:
+    """Exits of a registered model, without building it: one per DVT stage, else one."""
+    from .models import model_family
+    from .models.variants import DVT_DEIT_TOKENIZERS, DVT_T2T_TOKENIZERS
+
+    if model_family(model) != "dvt":
+        return 1
+    return len(DVT_T2T_TOKENIZERS if "t2t" in model else DVT_DEIT_TOKENIZERS)
+
+
+def _check_training(values: Dict[str, Any], sources: Dict[str, str]) -> None:
+    """Cross-key checks of the training section."""
+    overrides = values["model_overrides"]
+    if values["num_classes"] is not None and "num_classes" in overrides \
+            and overrides["num_classes"] != values["num_classes"]:
+        raise ConfigError(f"{_where('num_classes', sources)} is {values['num_classes']} but "
+                          f"{_where('model_overrides', sources)} sets num_classes: {overrides['num_classes']}; "
+                          "give the number of classes once")
+    if "drop_path_rate" in overrides:
+        raise ConfigError(f"{_where('model_overrides', sources)}: set the training drop path rate with the "
+                          "drop_path key, not model_overrides.drop_path_rate")
+    if values["warmup_epochs"] > values["epochs"]:
+        raise ConfigError(f"{_where('warmup_epochs', sources)} ({values['warmup_epochs']}) must not exceed "
+                          f"{_where('epochs', sources)} ({values['epochs']})")
+    if values["min_lr"] > values["lr"]:
+        raise ConfigError(f"{_where('min_lr', sources)} ({values['min_lr']}) must not exceed "
+                          f"{_where('lr', sources)} ({values['lr']})")
+    weights = values["exit_weights"]
+    if weights is not None:
+        exits = model_num_exits(values["model"])
+        if len(weights) != exits:
+            raise ConfigError(f"{_where('exit_weights', sources)}: {len(weights)} weight(s) given but "
+                              f"{values['model']} has {exits} exit(s)")
+    if values["device_target"] == "CPU" and values["amp_level"] not in ("auto", "O0"):
+        raise ConfigError(f"{_where('amp_level', sources)}: {values['amp_level']} needs GPU or Ascend; "
+                          "MindSpore's CPU kernels run float16 slower than float32 (use O0 or auto on CPU)")
+    if values["loss_scale"] == "static" and values["loss_scale_value"] < 1:
+        raise ConfigError(f"{_where('loss_scale_value', sources)} must be >= 1 for a static loss scale, got "
+                          f"{values['loss_scale_value']}")
+
+
 #: Training keys. Declared here (not in the training script) so that every script accepts a config
 #: file holding them; the training script resolves ``COMMON + TRAIN`` (plus ``EVAL`` if it evaluates).
-TRAIN = Schema("training", [])
+#: Defaults are the official DeiT/DVT recipe (300 epochs, AdamW 5e-4 at a global batch of 512).
+TRAIN = Schema("training", [
+    # run
+    Option("output_dir", str, default="outputs/train", validator=non_empty,
+           help="checkpoints, metrics.jsonl and the resolved config go here"),
+    Option("resume", str, nullable=True, validator=_resume,
+           help="'auto' (newest complete checkpoint in output_dir, or a fresh start) or a checkpoint file"),
+    Option("pretrained", str, nullable=True, validator=_existing_file,
+           help="initial weights: official .pth/.pth.tar or a .ckpt; classifier heads whose number of "
+                "classes differs are re-initialized (with a warning)"),
+    Option("num_classes", int, nullable=True, validator=positive,
+           help="classes to train (default: model_overrides.num_classes, else the model's 1000); must "
+                "match the class folders"),
+    Option("epochs", int, default=300, validator=positive, help="epochs of the cosine schedule"),
+    Option("cooldown_epochs", int, default=10, validator=non_negative,
+           help="extra epochs at min_lr after the cosine (total run: epochs + cooldown_epochs)"),
+    Option("steps_per_epoch", int, nullable=True, validator=positive,
+           help="cap on the optimizer steps per epoch (quick runs, benchmarks); default: the whole shard"),
+    Option("keep_checkpoints", int, default=3, validator=positive,
+           help="epoch checkpoints kept (the newest ones); best.ckpt is kept as well"),
+    Option("log_interval", int, default=50, validator=positive, help="progress line every N steps"),
+    Option("distributed", bool, nullable=True,
+           help="data parallel over msrun / rank-table workers; null: on when launched by msrun or with "
+                "RANK_TABLE_FILE"),
+    # optimizer and schedule
+    Option("opt", str, default="adamw", choices=("adamw", "adamweightdecay", "sgd"),
+           help="adamw: PyTorch AdamW semantics (bias-corrected); adamweightdecay: MindSpore's; sgd: momentum"),
+    Option("lr", float, default=5e-4, validator=positive, help="peak learning rate at lr_batch_size"),
+    Option("lr_batch_size", int, default=512, validator=positive,
+           help="global batch size that lr is given for"),
+    Option("lr_scaling", str, default="linear", choices=("linear", "none"),
+           help="linear: lr * global_batch / lr_batch_size (global_batch = batch_size x workers); none: lr"),
+    Option("weight_decay", float, default=0.05, validator=non_negative, help="decoupled weight decay"),
+    Option("no_decay_norm_bias", bool, default=True,
+           help="no weight decay for norms, biases, pos_embed and cls_token"),
+    Option("opt_betas", list, default=[0.9, 0.999], validator=_betas, help="Adam betas"),
+    Option("opt_eps", float, default=1e-8, validator=positive, help="Adam epsilon"),
+    Option("momentum", float, default=0.9, validator=_unit_interval, help="sgd momentum"),
+    Option("warmup_epochs", int, default=20, validator=non_negative, help="linear warmup epochs"),
+    Option("warmup_lr", float, default=1e-6, validator=non_negative, help="learning rate at step 0"),
+    Option("min_lr", float, default=1e-5, validator=non_negative, help="end of the cosine and cooldown rate"),
+    Option("lr_per_step", bool, default=True,
+           help="update the rate every iteration (false: once per epoch, like the official scripts)"),
+    Option("clip_grad", float, nullable=True, validator=positive, help="max global gradient norm (null: off)"),
+    # model, loss, EMA
+    Option("weight_init", str, default="official", choices=("official", "fan_in"),
+           help="official: the model's own init (dense weights truncated normal, std 0.02, as DeiT); fan_in: "
+                "std 1/sqrt(fan_in), much faster to train for narrow models such as the quickstart's"),
+    Option("drop_path", float, default=0.1, validator=_below_one, help="stochastic depth rate"),
+    Option("exit_weights", list, nullable=True, validator=_exit_weights,
+           help="DVT loss weight of each exit (null: 1 each, the official sum)"),
+    Option("model_ema", bool, default=True, help="keep an exponential moving average of the weights"),
+    Option("model_ema_decay", float, default=0.99996, validator=_below_one, help="EMA decay per step"),
+    Option("model_ema_eval", bool, default=True, help="also validate the EMA weights each epoch"),
+    Option("keep_rate_schedule", bool, default=True,
+           help="EViT: keep rate 1 until shrink_start_epoch, then cosine down to the model's keep_rate"),
+    Option("shrink_start_epoch", int, default=10, validator=non_negative, help="EViT: epochs at keep rate 1"),
+    Option("shrink_epochs", int, default=100, validator=non_negative,
+           help="EViT: epochs of the cosine from 1 down to the target keep rate"),
+    Option("keep_rate_token_step", int, default=1, validator=positive,
+           help="EViT: kept-token counts are rounded up to steps of this size (fewer graphs to compile)"),
+    # data augmentation
+    Option("crop_scale", list, default=[0.08, 1.0], validator=_crop_scale,
+           help="RandomResizedCrop area range ([1, 1]: the whole image)"),
+    Option("hflip", float, default=0.5, validator=_unit_interval, help="horizontal flip probability"),
+    Option("auto_augment", str, nullable=True, default="rand-m9-mstd0.5-inc1", validator=_auto_augment,
+           help="timm-style RandAugment policy (null: off)"),
+    Option("reprob", float, default=0.25, validator=_unit_interval, help="random erasing probability"),
+    Option("mixup", float, default=0.8, validator=non_negative, help="mixup alpha (0: off)"),
+    Option("cutmix", float, default=1.0, validator=non_negative, help="cutmix alpha (0: off)"),
+    Option("mixup_prob", float, default=1.0, validator=_unit_interval,
+           help="probability of mixing a batch at all"),
+    Option("mixup_switch_prob", float, default=0.5, validator=_unit_interval,
+           help="probability of cutmix instead of mixup when both are on"),
+    Option("label_smoothing", float, default=0.1, validator=_below_one, help="label smoothing"),
+    # precision
+    Option("amp_level", str, default="auto", choices=("auto", "O0", "O1", "O2", "O3"),
+           help="mixed precision; auto: O0 (float32) on CPU, O2 on GPU/Ascend"),
+    Option("loss_scale", str, default="auto", choices=("auto", "dynamic", "static", "none"),
+           help="auto: dynamic for float16 levels, none for O0; static uses loss_scale_value"),
+    Option("loss_scale_value", float, default=65536.0, validator=positive, help="static loss scale"),
+], checks=[_check_training])
 
 #: Sections whose keys a config file may hold.
 FILE_SECTIONS: Tuple[Schema, ...] = (COMMON, EVAL, TRAIN)

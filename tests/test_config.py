@@ -139,9 +139,10 @@ def test_schemas_add_up_and_other_sections_keys_are_ignored(tmp_path):
     config = resolve_config(COMMON + train, ["--config", str(path), "--epochs", "3"],
                             file_sections=(COMMON, EVAL, train))
     assert config.lr == 0.5 and config.epochs == 3 and config.ignored == {"mode": "fit"}
-    # without the training section, lr is unknown
-    with pytest.raises(ConfigError, match="unknown key"):
-        resolve_config(SCHEMA, ["--config", str(path)])
+    # a key of no section is unknown, and the error names it
+    typo = write(tmp_path / "typo.yaml", "model: deit_small\nlearning_rate: 0.5\n")
+    with pytest.raises(ConfigError, match="unknown key.*learning_rate"):
+        resolve_config(SCHEMA, ["--config", str(typo)])
 
 
 def test_cross_key_checks_and_replace():
@@ -178,7 +179,11 @@ def test_shipped_configs_are_valid(name):
     path = ROOT / "configs" / name
     config = resolve_config(SCHEMA, ["--config", str(path)])
     assert config.model in name.replace(".yaml", "") or name == "quickstart.yaml"
-    assert set(load_config_file(path)) <= set(SCHEMA.names)
+    from dvt_ms.train.loop import TRAIN_SCHEMA
+
+    training = resolve_config(TRAIN_SCHEMA, ["--config", str(path)])
+    assert training.model == config.model and training.lr > 0
+    assert set(load_config_file(path)) <= set(SCHEMA.names) | set(TRAIN_SCHEMA.names)
 
 
 def test_shipped_config_set_is_complete():

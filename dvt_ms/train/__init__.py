@@ -1,6 +1,8 @@
-"""Training library: optimizer, schedules, multi-exit loss, EMA, the training step, checkpoints, metrics.
+"""Training library: optimizer, schedules, multi-exit loss, EMA, the training step, checkpoints, metrics,
+data parallelism and the whole run.
 
-Typical wiring (what ``scripts/train.py`` does)::
+``scripts/train.py`` is ``Trainer(resolve_train_config(argv)).run()`` (:mod:`dvt_ms.train.loop`). The
+pieces it wires together, by hand::
 
     lr = cosine_lr(scaled_lr(5e-4, global_batch, 512), steps_per_epoch)
     optimizer = create_optimizer(net, "adamw", lr, weight_decay=0.05)
@@ -13,6 +15,7 @@ Typical wiring (what ``scripts/train.py`` does)::
     manager.save(net, optimizer, ema, epoch, step.global_step, metric=val_top1_last_exit)
 """
 from .checkpoints import CheckpointManager
+from .distributed import DistributedContext, DistributedError, init_distributed, launched_distributed, weights_digest
 from .ema import ModelEMA
 from .loss import MultiExitLoss, check_targets
 from .metrics import MetricsLogger, plot_metrics, read_metrics
@@ -20,10 +23,13 @@ from .optim import AdamW, create_optimizer, param_groups, scaled_lr, split_decay
 from .schedule import (cosine_lr, evit_keep_rate, keep_rate_at_step, keep_token_counts, lr_at,
                        quantize_keep_rate)
 from .step import NonFiniteError, StepOutput, TrainStep
+from .loop import TRAIN_SCHEMA, Trainer, TrainingStopped, ema_weights, load_pretrained, resolve_train_config
 
 __all__ = [
-    "AdamW", "CheckpointManager", "MetricsLogger", "ModelEMA", "MultiExitLoss", "NonFiniteError",
-    "StepOutput", "TrainStep", "check_targets", "cosine_lr", "create_optimizer", "evit_keep_rate",
-    "keep_rate_at_step", "keep_token_counts", "lr_at", "param_groups", "plot_metrics",
-    "quantize_keep_rate", "read_metrics", "scaled_lr", "split_decay_params",
+    "AdamW", "CheckpointManager", "DistributedContext", "DistributedError", "MetricsLogger", "ModelEMA",
+    "MultiExitLoss", "NonFiniteError", "StepOutput", "TRAIN_SCHEMA", "TrainStep", "Trainer", "TrainingStopped",
+    "check_targets", "cosine_lr", "create_optimizer", "ema_weights", "evit_keep_rate", "init_distributed",
+    "keep_rate_at_step", "keep_token_counts", "launched_distributed", "load_pretrained", "lr_at", "param_groups",
+    "plot_metrics", "quantize_keep_rate", "read_metrics", "resolve_train_config", "scaled_lr",
+    "split_decay_params", "weights_digest",
 ]

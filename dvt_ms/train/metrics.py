@@ -68,6 +68,15 @@ class MetricsLogger:
             os.fsync(handle.fileno())
         return clean
 
+    def drop_after(self, epoch: int) -> None:
+        """Rewrite the file (atomically) without records of epochs after ``epoch``: the resume point."""
+        if self.rank != 0 or not self.path.is_file():
+            return
+        kept = [r for r in read_metrics(self.path) if r["epoch"] <= epoch]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in kept), encoding="utf-8")
+        os.replace(tmp, self.path)
+
     def log_epoch(self, epoch: int, *, train_loss: Sequence[float], lr: float,
                   val_top1: Optional[Sequence[float]] = None, val_top5: Optional[Sequence[float]] = None,
                   images_per_sec: Optional[float] = None, epoch_time: Optional[float] = None,

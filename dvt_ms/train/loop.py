@@ -1,0 +1,634 @@
+"""The training run behind ``scripts/train.py``: set-up, the epoch loop, validation, logging, checkpoints.
+
+:func:`resolve_train_config` reads ``--config FILE.yaml`` and ``--key value`` flags (schema
+:data:`TRAIN_SCHEMA` = ``COMMON + TRAIN`` + ``plot``); :class:`Trainer` does the rest::
+
+    config = resolve_train_config(argv)
+    results = Trainer(config).run()
+
+Order of work (everything that can be wrong with the config or the data fails before step 5):
+
+1. device, data parallelism (:mod:`dvt_ms.train.distributed`), seeds;
+2. the ImageFolder splits (missing ``train``/``val``, empty class folders, ``num_classes`` mismatch);
+3. the model (``model_overrides`` + ``num_classes`` + ``drop_path``), ``--pretrained`` weights
+   (classifier heads of another class count are re-initialized with a warning);
+4. optimizer (AdamW, no decay for norms/biases/pos_embed/cls_token), the per-iteration cosine schedule
+   with the linearly scaled rate, EMA, the compiled :class:`~dvt_ms.train.step.TrainStep`, resume;
+5. per epoch: a freshly seeded training pipeline, the steps (progress line every ``log_interval``),
+   validation of the weights (and of the EMA) on every rank's shard of ``val`` summed over ranks, one
+   ``metrics.jsonl`` record, one checkpoint (rank 0; last ``keep_checkpoints`` + ``best.ckpt`` by the
+   last exit's top-1), the optional plot.
+
+Determinism and resume. The pipeline of epoch ``e`` is built with the MindData seed
+``epoch_seed(seed, e)``, so an epoch's shuffle and augmentations depend only on (seed, epoch), not on
+how many epochs this process ran before: a run resumed from the checkpoint of epoch ``e`` sees the same
+data from epoch ``e + 1`` on as an uninterrupted run, and with one data worker it reaches the same
+weights. Random numbers drawn inside the compiled graph (drop path) restart their stream in a new
+process, so with ``drop_path > 0`` a resumed run is equal in distribution, not bit for bit.
+
+Errors. A NaN/Inf loss stops the run with :class:`TrainingStopped` naming the global step and the last
+good checkpoint (which is never touched by a failing epoch: checkpoints are written only after a
+complete epoch, atomically).
+"""
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence
+
+import numpy as np
+
+from ..config import COMMON, TRAIN, Config, ConfigError, Option, Schema, _plot_suffix, resolve_config, save_config
+from .distributed import DistributedContext, init_distributed
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TRAIN_SCHEMA", "Trainer", "TrainingStopped", "ValResult", "EpochResult", "classifier_head_names",
+           "ema_weights", "epoch_seed", "evaluate_shard", "load_pretrained", "reinit_fan_in", "resolve_train_config",
+           "train_model_overrides"]
+
+CONFIG_NAME = "config.yaml"
+WEIGHTS_NAME = "final_weights.ckpt"
+
+
+def _require_data(values: Dict[str, Any], sources: Dict[str, str]) -> None:
+    if not values["data_dir"]:
+        raise ConfigError("missing required key 'data_dir': pass --data_dir DIR (an ImageFolder root holding "
+                          f"{values['train_split']}/ and {values['val_split']}/)")
+
+
+#: The training script's keys: model/data/runtime, training, and where to draw the training curves.
+TRAIN_SCHEMA = COMMON + TRAIN + Schema("training plot", [
+    Option("plot", str, nullable=True, validator=_plot_suffix,
+           help="draw the training loss and every exit's validation top-1 per epoch to this .png "
+                "(needs matplotlib); redrawn after every epoch"),
+], checks=[_require_data])
+
+
+class TrainingStopped(RuntimeError):
+    """The run cannot go on (a non-finite loss); the message names the step and the last good checkpoint."""
+
+
+def resolve_train_config(argv: Optional[Sequence[str]] = None, description: Optional[str] = None) -> Config:
+    """Flags and ``--config`` file merged and validated against :data:`TRAIN_SCHEMA`."""
+    return resolve_config(TRAIN_SCHEMA, argv, description=description)
+
+
+def train_model_overrides(config: Config) -> Dict[str, Any]:
+    """``create_model`` overrides for training: ``model_overrides`` + ``num_classes`` + ``drop_path``."""
+    overrides = dict(config.model_overrides)
+    if config.num_classes is not None:
+        overrides["num_classes"] = config.num_classes
+    overrides["drop_path_rate"] = float(config.drop_path)
+    return overrides
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """MindData seed of epoch ``epoch``'s pipeline: a function of (seed, epoch) only."""
+    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0] % (2 ** 31 - 1))
+
+
+def _stages(net) -> list:
+    stages = getattr(net, "stages", None)
+    return list(stages) if stages is not None else [net]
+
+
+def classifier_head_names(net) -> List[str]:
+    """Parameter names of every classifier head (one per DVT stage): ``...head.weight`` / ``...head.bias``."""
+    return [p.name for p in net.get_parameters() if len(p.name.split(".")) >= 2 and p.name.split(".")[-2] == "head"]
+
+
+def reinit_fan_in(net) -> int:
+    """Re-draw every dense weight from a truncated normal with std ``1/sqrt(fan_in)`` (biases stay 0).
+
+    The official init (std 0.02) suits 384-wide and wider models; a 64-wide model starts with signals
+    about 4x too small and sits on a plateau for hundreds of steps. Returns the number of layers changed.
+    """
+    from mindspore import nn
+    from mindspore.common.initializer import TruncatedNormal, initializer
+
+    count = 0
+    for _, cell in net.cells_and_names():
+        if isinstance(cell, nn.Dense):
+            fan_in = int(cell.weight.shape[1])
+            cell.weight.set_data(initializer(TruncatedNormal(fan_in ** -0.5), cell.weight.shape, cell.weight.dtype))
+            count += 1
+    logger.info("weight_init fan_in: %d dense layers re-initialized with std 1/sqrt(fan_in)", count)
+    return count
+
+
+def load_pretrained(net, path: str) -> Dict[str, Any]:
+    """Load ``path`` into ``net`` (strict), except classifier heads of another shape, re-initialized.
+
+    Official ``.pth``/``.pth.tar`` files and ``.ckpt`` files (also training checkpoints: their optimizer
+    and EMA entries are ignored) are accepted. Returns the checkpoint's metadata.
+    """
+    from ..checkpoint import load_checkpoint, read_checkpoint
+    from .checkpoints import EMA_PREFIX, OPTIMIZER_PREFIX
+
+    weights, _ = read_checkpoint(path)
+    params = {p.name: p for p in net.get_parameters()}
+    heads = [n for n in classifier_head_names(net)
+             if n in weights and tuple(weights[n].shape) != tuple(params[n].shape)]
+    state = [k for k in weights if k.startswith((OPTIMIZER_PREFIX, EMA_PREFIX))]
+    if heads:
+        biases = [n for n in heads if n.endswith(".bias")] or heads
+        found = sorted({int(weights[n].shape[0]) for n in biases})
+        logger.warning("%s: classifier head(s) %s have %s classes in the checkpoint but the model has %d: "
+                       "they are re-initialized, not loaded", path, ", ".join(heads),
+                       "/".join(map(str, found)), int(params[biases[0]].shape[0]))
+    del weights
+    return load_checkpoint(net, path, exclude=heads + state)
+
+
+@dataclass
+class ValResult:
+    """Validation of one set of weights over the whole ``val`` split (all ranks)."""
+
+    top1: List[float]
+    top5: List[Optional[float]]
+    num_images: int
+    skipped: int
+
+
+@dataclass
+class EpochResult:
+    """One epoch's numbers, as written to ``metrics.jsonl``."""
+
+    epoch: int
+    train_loss: List[float]
+    train_loss_total: float
+    lr: float
+    steps: int
+    images_per_sec: float
+    epoch_time: float
+    skipped_images: int
+    global_step: int
+    val: Optional[ValResult] = None
+    ema_val: Optional[ValResult] = None
+    keep_rate: Optional[float] = None
+    digest: Optional[str] = None
+
+
+def evaluate_shard(net, data, batch_size: int, num_exits: int) -> np.ndarray:
+    """Counts on one data shard: ``[images, skipped, top1 per exit..., top5 per exit...]`` (float64).
+
+    Batches smaller than ``batch_size`` are zero-padded so one graph serves every batch. Top-5 counts
+    are 0 when there are fewer than 5 classes.
+    """
+    from ..evaluate import exit_logits
+
+    net.set_train(False)
+    top1 = np.zeros(num_exits)
+    top5 = np.zeros(num_exits)
+    seen = 0
+    for images, labels in data:
+        count = images.shape[0]
+        if count < batch_size:
+            images = np.concatenate([images, np.zeros((batch_size - count,) + images.shape[1:], images.dtype)])
+        outputs = exit_logits(net, images)
+        labels = np.asarray(labels, dtype=np.int64)
+        for k, logits in enumerate(outputs):
+            logits = logits[:count]
+            target = logits[np.arange(count), labels][:, None]
+            # rank of the target: classes scoring higher, ties broken by class index (top-1 == argmax)
+            classes = np.arange(logits.shape[1])
+            rank = (logits > target).sum(axis=1) + ((logits == target) & (classes[None] < labels[:, None])).sum(axis=1)
+            top1[k] += np.count_nonzero(rank < 1)
+            if logits.shape[1] >= 5:
+                top5[k] += np.count_nonzero(rank < 5)
+        seen += count
+    return np.concatenate([[seen, getattr(data, "skipped", 0)], top1, top5]).astype(np.float64)
+
+
+def counts_to_result(counts: np.ndarray, num_exits: int, num_classes: int) -> ValResult:
+    """Percentages from summed :func:`evaluate_shard` counts."""
+    n = int(counts[0])
+    top1 = [100.0 * c / n if n else math.nan for c in counts[2:2 + num_exits]]
+    top5 = [100.0 * c / n if n else math.nan for c in counts[2 + num_exits:2 + 2 * num_exits]]
+    return ValResult(top1=top1, top5=top5 if num_classes >= 5 else [None] * num_exits, num_images=n,
+                     skipped=int(counts[1]))
+
+
+@contextlib.contextmanager
+def ema_weights(net, ema) -> Iterator[None]:
+    """``with ema_weights(net, ema):`` the EMA weights are in ``net``; the trained ones are back on exit.
+
+    The values are written *in place* (``ops.assign``). ``Parameter.set_data`` (what
+    ``ModelEMA.swapped`` uses) gives the parameter a new buffer, and in MindSpore 2.10 a training graph
+    compiled before keeps updating the old one: the training would go on, detached from ``net``.
+    """
+    from mindspore import Tensor, ops
+
+    params = list(net.get_parameters())
+    backup = {p.name: p.asnumpy().copy() for p in params}
+    state = ema.state()
+    missing = sorted(set(backup) - set(state))
+    if missing:
+        raise ValueError(f"the EMA has no weights for {', '.join(missing[:5])}")
+    try:
+        for param in params:
+            ops.assign(param, Tensor(state[param.name], param.dtype))
+        yield
+    finally:
+        for param in params:
+            ops.assign(param, Tensor(backup[param.name], param.dtype))
+
+
+def _fmt_time(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _fmt_acc(values: Sequence[Optional[float]]) -> str:
+    return "/".join("-" if v is None or not math.isfinite(v) else f"{v:.2f}" for v in values)
+
+
+class Trainer:
+    """One training run of ``config`` (a :data:`TRAIN_SCHEMA` config); :meth:`run` does it all."""
+
+    def __init__(self, config: Config, dist: Optional[DistributedContext] = None):
+        self.config = config
+        self.dist = dist
+        self.output_dir = Path(config.output_dir)
+
+    # ---------------------------------------------------------------------------------------- set-up
+    def setup(self) -> None:
+        """Everything before the first step; every config or data problem is raised from here."""
+        import mindspore as ms
+
+        from ..data import check_image_folder
+        from ..models import create_model, model_family
+        from ..utils.device import configure_device
+
+        config = self.config
+        self.device = configure_device(config.device_target, config.ms_mode)
+        if self.device != config.device_target:
+            logger.warning("training on %s instead of the requested %s", self.device, config.device_target)
+        if self.dist is None:
+            self.dist = init_distributed(config.distributed)
+        dist = self.dist
+        ms.set_seed(config.seed)  # identical initial weights on every rank
+
+        overrides = train_model_overrides(config)
+        self.net = create_model(config.model, **overrides)
+        stages = _stages(self.net)
+        self.num_classes = int(stages[-1].num_classes)
+        self.image_size = int(stages[0].image_size)
+        self.num_exits = len(stages)
+        self.exit_names = [f"{s.grid_size}x{s.grid_size}" for s in stages]
+        self.train_info = check_image_folder(config.data_dir, config.train_split, self.num_classes)
+        self.val_info = check_image_folder(config.data_dir, config.val_split, self.num_classes)
+        if self.train_info.classes != self.val_info.classes:
+            diff = sorted(set(self.train_info.classes) ^ set(self.val_info.classes))
+            raise ValueError(f"{self.train_info.root} and {self.val_info.root} have different class folders "
+                             f"(only in one of them: {', '.join(diff[:10])})")
+        self.global_batch = config.batch_size * dist.world_size
+        rows = math.ceil(self.train_info.num_images / dist.world_size)
+        full_steps = rows // config.batch_size
+        if full_steps < 1:
+            raise ValueError(f"{self.train_info.root}: {self.train_info.num_images} image(s) give {rows} per "
+                             f"worker, fewer than batch_size={config.batch_size}; lower --batch_size")
+        self.steps_per_epoch = min(full_steps, config.steps_per_epoch or full_steps)
+        self.total_epochs = config.epochs + config.cooldown_epochs
+
+        if config.weight_init == "fan_in":
+            reinit_fan_in(self.net)
+        if config.pretrained:
+            load_pretrained(self.net, config.pretrained)
+
+        self._setup_optimizer()
+        self.family = model_family(config.model)
+        self._setup_keep_rate()
+        self._setup_step()
+
+        from .checkpoints import CheckpointManager
+        from .metrics import MetricsLogger
+
+        self.manager = CheckpointManager(self.output_dir, keep_last=config.keep_checkpoints, rank=dist.rank)
+        self.metrics = MetricsLogger(self.output_dir, rank=dist.rank)
+        self.start_epoch = 1
+        if config.resume:
+            self._resume()
+        else:
+            earlier = self.manager.latest()
+            if earlier is not None:
+                raise ValueError(f"{self.output_dir} already holds a run's checkpoint ({earlier.name}); pass "
+                                 "--resume auto to continue it, or choose another --output_dir")
+        self.metrics.drop_after(self.start_epoch - 1)
+        if dist.is_main:
+            header = (f"resolved config of {config.config_file or 'the command line'}; world size "
+                      f"{dist.world_size}, global batch {self.global_batch}, peak lr {self.peak_lr:.6g} "
+                      f"({config.lr_scaling} scaling of lr {config.lr:g} given for a global batch of "
+                      f"{config.lr_batch_size}); {self.steps_per_epoch} steps per epoch")
+            save_config(config, self.output_dir / CONFIG_NAME, header=header)
+        logger.info("%s: %d classes, %d exit(s) %s, image size %d; %d train / %d val images; global batch %d "
+                    "(%d x %d worker(s)), %d steps/epoch, %d epochs (+%d cooldown), peak lr %.3g",
+                    config.model, self.num_classes, self.num_exits, ", ".join(self.exit_names), self.image_size,
+                    self.train_info.num_images, self.val_info.num_images, self.global_batch, config.batch_size,
+                    dist.world_size, self.steps_per_epoch, config.epochs, config.cooldown_epochs, self.peak_lr)
+
+    def _setup_optimizer(self) -> None:
+        from .optim import AdamW, create_optimizer, scaled_lr
+        from .schedule import cosine_lr
+
+        config = self.config
+        self.peak_lr = (scaled_lr(config.lr, self.global_batch, config.lr_batch_size)
+                        if config.lr_scaling == "linear" else float(config.lr))
+        min_lr, warmup_lr = min(config.min_lr, self.peak_lr), min(config.warmup_lr, self.peak_lr)
+        self.lr_schedule = cosine_lr(self.peak_lr, self.steps_per_epoch, min_lr=min_lr, warmup_lr=warmup_lr,
+                                     warmup_epochs=config.warmup_epochs, cooldown_epochs=config.cooldown_epochs,
+                                     epochs=config.epochs, per_epoch=not config.lr_per_step)
+        betas = tuple(config.opt_betas)
+        if config.no_decay_norm_bias:
+            self.optimizer = create_optimizer(self.net, config.opt, self.lr_schedule, config.weight_decay,
+                                              betas=betas, eps=config.opt_eps, momentum=config.momentum)
+        else:
+            import mindspore as ms
+            from mindspore import nn
+
+            groups = [{"params": self.net.trainable_params(), "weight_decay": float(config.weight_decay)}]
+            lr = ms.Tensor(self.lr_schedule)
+            if config.opt == "adamw":
+                self.optimizer = AdamW(groups, lr, beta1=betas[0], beta2=betas[1], eps=config.opt_eps)
+            elif config.opt == "adamweightdecay":
+                self.optimizer = nn.AdamWeightDecay(groups, lr, beta1=betas[0], beta2=betas[1], eps=config.opt_eps)
+            else:
+                self.optimizer = nn.Momentum(groups, lr, momentum=config.momentum)
+            logger.info("%s with weight decay %g on every parameter", config.opt, config.weight_decay)
+
+    def _setup_keep_rate(self) -> None:
+        """EViT: target keep rate and token count for the keep-rate schedule."""
+        config = self.config
+        self.keep_target: Optional[float] = None
+        if self.family != "evit" or not config.keep_rate_schedule:
+            return
+        rates = sorted({float(r) for r in self.net.keep_rate if r < 1})
+        if not rates:
+            logger.info("keep_rate_schedule: the model prunes no tokens (keep_rate 1); no schedule")
+            return
+        if len(rates) > 1:
+            raise ConfigError(f"keep_rate_schedule needs one keep rate but model_overrides.keep_rate gives "
+                              f"{rates}; set keep_rate_schedule: false to train with the per-layer rates")
+        self.keep_target = rates[0]
+        self.num_image_tokens = int(self.net.grid_size) ** 2
+        logger.info("EViT keep rate: 1 until epoch %d, cosine down to %g at epoch %d (token step %d)",
+                    config.shrink_start_epoch, self.keep_target, config.shrink_start_epoch + config.shrink_epochs,
+                    config.keep_rate_token_step)
+
+    def keep_rate_at(self, global_step: int) -> Optional[float]:
+        """The (quantized) EViT keep rate of ``global_step``, or ``None`` (the model's own)."""
+        if self.keep_target is None:
+            return None
+        from .schedule import keep_rate_at_step, quantize_keep_rate
+
+        config = self.config
+        rate = keep_rate_at_step(global_step, self.steps_per_epoch, self.keep_target,
+                                 start_epoch=config.shrink_start_epoch,
+                                 end_epoch=config.shrink_start_epoch + config.shrink_epochs)
+        return quantize_keep_rate(rate, self.num_image_tokens, config.keep_rate_token_step)
+
+    def _setup_step(self) -> None:
+        from .ema import ModelEMA
+        from .loss import MultiExitLoss
+        from .step import TrainStep
+
+        config = self.config
+        amp = config.amp_level
+        if amp == "auto":
+            amp = "O0" if self.device == "CPU" else "O2"
+        self.amp_level = amp
+        loss_scale = {"auto": None, "dynamic": "dynamic", "static": config.loss_scale_value,
+                      "none": 1.0}[config.loss_scale]
+        self.ema = ModelEMA(self.net, config.model_ema_decay) if config.model_ema else None
+        self.loss_fn = MultiExitLoss(weights=config.exit_weights, label_smoothing=config.label_smoothing)
+        self.step = TrainStep(self.net, self.loss_fn, self.optimizer, ema=self.ema, clip_grad_norm=config.clip_grad,
+                              amp_level=amp, loss_scale=loss_scale, num_classes=self.num_classes)
+
+    def _resume(self) -> None:
+        config = self.config
+        meta = self.manager.resume(config.resume, self.net, self.optimizer, self.ema)
+        if meta is None:
+            return
+        if config.pretrained:
+            logger.info("resumed from a checkpoint: --pretrained %s was only used to build the start point of "
+                        "the original run", config.pretrained)
+        done = int(meta["epoch"])
+        saved = meta.get("train_state") or {}
+        if saved.get("steps_per_epoch") not in (None, self.steps_per_epoch) or \
+                saved.get("global_batch") not in (None, self.global_batch):
+            logger.warning("the checkpoint was written with %s steps per epoch and a global batch of %s; this run "
+                           "has %d and %d, so the schedules continue from global step %d of the new ones",
+                           saved.get("steps_per_epoch"), saved.get("global_batch"), self.steps_per_epoch,
+                           self.global_batch, self.step.global_step)
+        scaler = self.step.loss_scaler
+        if scaler is not None and saved.get("loss_scale") is not None and hasattr(scaler, "scale_value"):
+            from mindspore import Tensor
+
+            scaler.scale_value.set_data(Tensor(np.float32(saved["loss_scale"])))
+        self.start_epoch = done + 1
+        logger.info("resuming after epoch %d at global step %d", done, self.step.global_step)
+
+    # ---------------------------------------------------------------------------------------- epochs
+    def _train_data(self, epoch: int):
+        from ..data.train_transforms import create_train_dataset
+
+        config, dist = self.config, self.dist
+        data = create_train_dataset(
+            self.train_info.root, config.batch_size, self.num_classes, image_size=self.image_size,
+            num_shards=dist.num_shards, shard_id=dist.shard_id, seed=epoch_seed(config.seed, epoch),
+            num_parallel_workers=config.num_parallel_workers, auto_augment=config.auto_augment or None,
+            reprob=config.reprob, mixup=config.mixup, cutmix=config.cutmix,
+            mixup_switch_prob=config.mixup_switch_prob, mixup_prob=config.mixup_prob,
+            label_smoothing=config.label_smoothing, hflip=config.hflip, interpolation=config.interpolation,
+            drop_remainder=True, scale=tuple(config.crop_scale), info=self.train_info)
+        return data
+
+    def train_epoch(self, epoch: int) -> EpochResult:
+        """One epoch of steps; raises :class:`TrainingStopped` on a non-finite loss."""
+        from mindspore import Tensor
+
+        from .step import NonFiniteError
+
+        config, dist = self.config, self.dist
+        data = self._train_data(epoch)
+        iterator = data.dataset.create_tuple_iterator(output_numpy=True, num_epochs=1)
+        loss_sums = np.zeros(self.num_exits)
+        total_sum = 0.0
+        steps = 0
+        start = time.perf_counter()
+        timed_start, timed_steps = None, 0
+        window_start, window_steps = start, 0
+        lr = float("nan")
+        keep_rate = None
+        try:
+            for index in range(self.steps_per_epoch):
+                batch = next(iterator, None)
+                if dist.enabled:  # every rank takes a step only if every rank has a batch
+                    have = dist.all_reduce_sum([0.0 if batch is None else 1.0])[0]
+                    if have < dist.world_size:
+                        break
+                elif batch is None:
+                    break
+                images, targets = batch
+                global_step = self.step.global_step
+                keep_rate = self.keep_rate_at(global_step)
+                lr = float(self.lr_schedule[min(global_step, len(self.lr_schedule) - 1)])
+                try:
+                    out = self.step(Tensor(images), Tensor(targets), keep_rate)
+                except NonFiniteError as exc:
+                    last = self.manager.latest()
+                    where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+                    raise TrainingStopped(f"epoch {epoch}, step {index + 1}: {exc}; stopping the run, "
+                                          f"{where}") from exc
+                steps += 1
+                loss_sums += np.asarray(out.exit_losses[:self.num_exits], dtype=np.float64)
+                total_sum += out.loss
+                now = time.perf_counter()
+                if steps == 1:  # the first step compiles the graph: leave it out of the speed
+                    timed_start = window_start = now
+                    window_steps = 0
+                else:
+                    timed_steps += 1
+                    window_steps += 1
+                if dist.is_main and (steps % config.log_interval == 0 or steps == self.steps_per_epoch):
+                    self._log_progress(epoch, steps, out, lr, keep_rate, now, timed_start, timed_steps,
+                                       window_start, window_steps)
+                    window_start, window_steps = now, 0
+        finally:
+            iterator.stop()
+        elapsed = time.perf_counter() - start
+        skipped = data.skipped
+        sums = dist.all_reduce_sum(np.concatenate([[steps, skipped, total_sum], loss_sums]))
+        ranks_steps = max(sums[0], 1.0)
+        mean_losses = (sums[3:] / ranks_steps).tolist()
+        if timed_steps and timed_start is not None:
+            speed = self.global_batch * timed_steps / (time.perf_counter() - timed_start)
+        else:  # a single step: its time includes the graph compile, if any
+            speed = self.global_batch * steps / elapsed if steps else math.nan
+        if steps < self.steps_per_epoch:
+            logger.warning("epoch %d ended after %d of %d steps (unreadable images shortened a shard)", epoch,
+                           steps, self.steps_per_epoch)
+        return EpochResult(epoch=epoch, train_loss=mean_losses, train_loss_total=float(sums[2] / ranks_steps),
+                           lr=lr, steps=steps, images_per_sec=speed, epoch_time=elapsed,
+                           skipped_images=int(sums[1]), global_step=self.step.global_step, keep_rate=keep_rate)
+
+    def _log_progress(self, epoch, steps, out, lr, keep_rate, now, timed_start, timed_steps, window_start,
+                      window_steps) -> None:
+        per_step = (now - timed_start) / timed_steps if timed_steps else math.nan
+        speed = self.global_batch * window_steps / (now - window_start) if window_steps else math.nan
+        left_epoch = (self.steps_per_epoch - steps) * per_step
+        left_run = left_epoch + (self.total_epochs - epoch) * self.steps_per_epoch * per_step
+        exits = " ".join(f"{v:.4f}" for v in out.exit_losses)
+        keep = f" | keep {keep_rate:.3f}" if keep_rate is not None else ""
+        rate = f"{speed:.1f} img/s" if math.isfinite(speed) else "first step (compiling)"
+        logger.info("epoch %d/%d step %d/%d (global %d) | loss %.4f (exits %s) | lr %.3e%s | %s | "
+                    "ETA epoch %s, run %s", epoch, self.total_epochs, steps, self.steps_per_epoch, out.step + 1,
+                    out.loss, exits, lr, keep, rate, _fmt_time(left_epoch), _fmt_time(left_run))
+
+    def validate(self) -> ValResult:
+        """Per-exit top-1/top-5 of the current weights over the whole val split (summed over ranks)."""
+        from ..data import create_eval_dataset
+
+        config, dist = self.config, self.dist
+        data = create_eval_dataset(self.val_info.root, config.batch_size, self.image_size,
+                                   num_shards=dist.num_shards, shard_id=dist.shard_id, crop_pct=config.crop_pct,
+                                   interpolation=config.interpolation,
+                                   num_parallel_workers=config.num_parallel_workers, info=self.val_info)
+        counts = evaluate_shard(self.net, data, config.batch_size, self.num_exits)
+        self.net.set_train(True)
+        total = dist.all_reduce_sum(counts, exact_ints=True)
+        if total[0] == 0:
+            raise ValueError(f"{self.val_info.root}: no readable validation image")
+        return counts_to_result(total, self.num_exits, self.num_classes)
+
+    def _record(self, result: EpochResult) -> Dict[str, Any]:
+        record = dict(epoch=result.epoch, lr=result.lr, train_loss=result.train_loss,
+                      train_loss_total=result.train_loss_total,
+                      val_top1=result.val.top1 if result.val else None,
+                      val_top5=result.val.top5 if result.val else None,
+                      images_per_sec=result.images_per_sec, epoch_time=result.epoch_time,
+                      skipped_images=result.skipped_images, global_step=result.global_step, steps=result.steps,
+                      val_images=result.val.num_images if result.val else None,
+                      val_skipped=result.val.skipped if result.val else None, weights_digest=result.digest)
+        if result.ema_val is not None:
+            record.update(ema_val_top1=result.ema_val.top1, ema_val_top5=result.ema_val.top5)
+        if result.keep_rate is not None:
+            record["keep_rate"] = result.keep_rate
+        return record
+
+    def _save(self, result: EpochResult) -> None:
+        config = self.config
+        scaler = self.step.loss_scaler
+        state = dict(steps_per_epoch=self.steps_per_epoch, global_batch=self.global_batch,
+                     world_size=self.dist.world_size, total_epochs=self.total_epochs, lr=result.lr,
+                     loss_scale=float(scaler.scale_value.asnumpy()) if scaler is not None else None)
+        extra = dict(model=config.model, model_overrides=dict(config.model_overrides, num_classes=self.num_classes),
+                     config=config.to_dict(), train_state=state,
+                     val_top1=result.val.top1 if result.val else None,
+                     val_top5=result.val.top5 if result.val else None)
+        self.manager.save(self.net, self.optimizer, self.ema, result.epoch, result.global_step,
+                          metric=result.val.top1[-1] if result.val else None, extra=extra)
+
+    def _plot(self) -> None:
+        from ..plots import PlotUnavailable
+        from .metrics import plot_metrics
+
+        try:
+            plot_metrics(self.metrics.path, self.config.plot)
+        except PlotUnavailable as exc:
+            if not getattr(self, "_plot_warned", False):
+                logger.warning("--plot %s not written: %s", self.config.plot, exc)
+                self._plot_warned = True
+
+    def _write_weights(self, epoch: int, val: ValResult) -> Optional[Path]:
+        """Plain weights of the final model (readable by scripts/eval.py and dvt_ms.load_checkpoint)."""
+        from ..checkpoint import save_checkpoint
+
+        if not self.dist.is_main:
+            return None
+        meta = dict(model=self.config.model,
+                    model_overrides=dict(self.config.model_overrides, num_classes=self.num_classes),
+                    epoch=epoch, val_top1=val.top1)
+        return save_checkpoint(self.net, self.output_dir / WEIGHTS_NAME, meta)
+
+    def run(self) -> Dict[str, Any]:
+        """Set up (if not done), train the remaining epochs, return the final results."""
+        if not hasattr(self, "step"):
+            self.setup()
+        config, dist = self.config, self.dist
+        last: Optional[EpochResult] = None
+        if self.start_epoch > self.total_epochs:
+            logger.info("%s: all %d epochs are already done; nothing to train", self.output_dir, self.total_epochs)
+        for epoch in range(self.start_epoch, self.total_epochs + 1):
+            result = self.train_epoch(epoch)
+            result.digest = dist.check_replicas(self.net)
+            if dist.enabled:
+                logger.info("rank %d: weights identical on all %d ranks after epoch %d (digest %s)", dist.rank,
+                            dist.world_size, epoch, result.digest)
+            result.val = self.validate()
+            if self.ema is not None and config.model_ema_eval:
+                with ema_weights(self.net, self.ema):
+                    result.ema_val = self.validate()
+            if dist.is_main:
+                ema = (f" | EMA top-1 {_fmt_acc(result.ema_val.top1)}" if result.ema_val is not None else "")
+                logger.info("epoch %d/%d done in %s: loss %s | val top-1 %s top-5 %s (%d images)%s | %.1f img/s | "
+                            "%d unreadable train image(s) skipped", epoch, self.total_epochs,
+                            _fmt_time(result.epoch_time), " ".join(f"{v:.4f}" for v in result.train_loss),
+                            _fmt_acc(result.val.top1), _fmt_acc(result.val.top5), result.val.num_images, ema,
+                            result.images_per_sec, result.skipped_images)
+            self.metrics.log(self._record(result))
+            self._save(result)
+            if config.plot and dist.is_main:
+                self._plot()
+            last = result
+        val = self.validate() if last is None else last.val
+        weights = self._write_weights(self.start_epoch - 1 if last is None else last.epoch, val)
+        return dict(model=config.model, exits=self.exit_names, epochs=self.total_epochs, val=val,
+                    ema_val=None if last is None else last.ema_val, best_metric=self.manager.best_metric,
+                    best_epoch=self.manager.best_epoch, output_dir=str(self.output_dir),
+                    weights=None if weights is None else str(weights), rank=dist.rank, world_size=dist.world_size)

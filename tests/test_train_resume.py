@@ -1,0 +1,116 @@
+"""Resume after SIGKILL reaches the uninterrupted run's weights; a NaN loss stops the run cleanly."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .test_train_cli import SCRIPT, base_args, load_script, make_image_folder
+
+EPOCHS = 3
+STEPS = 6  # per epoch: 24 train images, batch 4
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+
+def _run_args(data: Path, out: Path) -> list:
+    # the full augmentation recipe (crops, flips, RandAugment, erasing, mixup/cutmix) stays on: each epoch's
+    # pipeline is seeded from (seed, epoch), so the resumed run sees the same data; drop path is off because
+    # its random stream lives in the compiled graph and restarts in a new process
+    return base_args(data, out, epochs=EPOCHS, seed=7, crop_scale="[0.5, 1]", hflip="0.5",
+                     auto_augment="rand-m9-mstd0.5-inc1", reprob="0.25", mixup="0.8", cutmix="1.0",
+                     model_ema_decay="0.9", keep_checkpoints=EPOCHS)
+
+
+def _start(args: list, cwd: Path, log: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, str(SCRIPT)] + args, cwd=cwd, stdout=open(log, "w"),
+                            stderr=subprocess.STDOUT, env=env)
+
+
+def _wait_for(log: Path, text: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if text in log.read_text():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended (status {proc.returncode}) before logging {text!r}:\n"
+                                 + log.read_text()[-3000:])
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"{text!r} not logged within {timeout} s:\n" + log.read_text()[-3000:])
+
+
+def _entries(path: Path) -> dict:
+    import mindspore as ms
+
+    return {k: v.asnumpy() for k, v in ms.load_checkpoint(str(path)).items() if not isinstance(v, str)}
+
+
+def test_sigkill_mid_epoch_then_resume_auto_matches_an_uninterrupted_run(tmp_path):
+    data = make_image_folder(tmp_path / "data", train_per_class=6, val_per_class=2)
+    full_out, cut_out = tmp_path / "full", tmp_path / "cut"
+    # both runs start together: the uninterrupted one, and the one killed in the middle of epoch 2
+    full = _start(_run_args(data, full_out), tmp_path, tmp_path / "full.log")
+    cut = _start(_run_args(data, cut_out), tmp_path, tmp_path / "cut.log")
+    try:
+        _wait_for(tmp_path / "cut.log", f"epoch 2/{EPOCHS} step 2/{STEPS} ", cut)
+        cut.send_signal(signal.SIGKILL)
+        cut.wait(timeout=30)
+    finally:
+        if cut.poll() is None:
+            cut.kill()
+    assert cut.returncode == -signal.SIGKILL
+    left = sorted(p.name for p in cut_out.iterdir())
+    assert "epoch_0001.ckpt" in left and "epoch_0002.ckpt" not in left, left  # killed mid-epoch 2
+    assert not [n for n in left if "tmp" in n], left  # no partial files
+
+    resumed = subprocess.run([sys.executable, str(SCRIPT)] + _run_args(data, cut_out) + ["--resume", "auto"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+    assert "resuming after epoch 1 at global step 6" in resumed.stderr
+    assert full.wait(timeout=180) == 0, (tmp_path / "full.log").read_text()[-3000:]
+
+    # weights, optimizer moments and step, EMA: the same as the uninterrupted run
+    final_full, final_cut = _entries(full_out / "epoch_0003.ckpt"), _entries(cut_out / "epoch_0003.ckpt")
+    assert sorted(final_full) == sorted(final_cut)
+    assert any(k.startswith("optimizer.adam_m.") for k in final_full) and any(k.startswith("ema.") for k in final_full)
+    for name, value in final_full.items():
+        np.testing.assert_allclose(final_cut[name], value, rtol=1e-6, atol=1e-7, err_msg=name)
+    assert int(final_cut["optimizer.global_step"].reshape(-1)[0]) == EPOCHS * STEPS
+    records = [json.loads(line) for line in (cut_out / "metrics.jsonl").read_text().splitlines() if line]
+    full_records = [json.loads(line) for line in (full_out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert [r["weights_digest"] for r in records] == [r["weights_digest"] for r in full_records]
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    """Epoch 1 trains at warmup_lr; epoch 2 jumps to an absurd rate, so its second step's loss is NaN."""
+    data = make_image_folder(tmp_path / "data", train_per_class=2, val_per_class=1)
+    out = tmp_path / "out"
+    args = base_args(data, out, epochs=3, warmup_epochs=2, warmup_lr=1e-4, lr=1e35, min_lr=1e-5,
+                     lr_per_step="false", batch_size=4)
+    status = load_script().main(args)
+    err = capsys.readouterr().err
+    assert status == 3
+    assert "non-finite loss at global step 3" in err and "epoch 2, step 2" in err
+    assert f"the last good checkpoint is {out / 'epoch_0001.ckpt'}" in err
+    assert sorted(p.name for p in out.iterdir()) == ["best.ckpt", "config.yaml", "epoch_0001.ckpt", "metrics.jsonl"]
+
+    from dvt_ms import create_model
+    from dvt_ms.train import CheckpointManager, ModelEMA, create_optimizer
+
+    net = create_model("dvt_deit_small", embed_dim=64, depth=2, num_heads=2, mlp_ratio=2.0, image_size=64,
+                       num_classes=4)
+    optimizer = create_optimizer(net, lr=1e-3)
+    meta = CheckpointManager(out).resume("auto", net, optimizer, ModelEMA(net, 0.9))  # checks every value is finite
+    assert meta["epoch"] == 1 and meta["global_step"] == 2
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1]
