@@ -84,6 +84,11 @@ def test_gelu_is_exact_erf():
     ours = GELU()(ms.Tensor(x)).asnumpy()
     exact = np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x.astype(np.float64)])
     assert np.abs(ours - exact).max() < 1e-6
+    grad = ms.grad(GELU())(ms.Tensor(x)).asnumpy()
+    x64 = x.astype(np.float64)
+    exact_grad = np.array([0.5 * (1 + math.erf(v / math.sqrt(2))) for v in x64]) \
+        + x64 * np.exp(-0.5 * x64 ** 2) / math.sqrt(2 * math.pi)
+    assert np.abs(grad - exact_grad).max() < 1e-6
 
 
 def test_dvt_returns_every_exit_in_train_mode_and_trains():

@@ -1,5 +1,5 @@
 """Building blocks shared by every backbone."""
-from .activation import GELU, erf
+from .activation import GELU
 from .attention import Attention
 from .block import Block
 from .drop_path import DropPath
@@ -9,6 +9,6 @@ from .reuse import FeatureReuse, RelationReuse
 from .tokens_to_token import TokenPerformer, TokensToToken
 
 __all__ = [
-    "GELU", "erf", "Attention", "Block", "DropPath", "Mlp", "PatchEmbed",
+    "GELU", "Attention", "Block", "DropPath", "Mlp", "PatchEmbed",
     "FeatureReuse", "RelationReuse", "TokenPerformer", "TokensToToken",
 ]
