@@ -183,8 +183,6 @@ def _exits(config, net, metadata) -> None:
 
 
 def _evit(config, net) -> None:
-    import numpy as np
-
     import mindspore as ms
 
     from dvt_ms.evaluate import model_image_size

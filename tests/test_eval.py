@@ -4,7 +4,6 @@ One tiny ImageFolder (with a corrupt and a truncated image) and one tiny DVT che
 module. The CLI runs as subprocesses in the three data modes at once; expectations come from running the
 network here on independently preprocessed arrays.
 """
-import importlib.util
 import io
 import json
 import logging
@@ -30,6 +29,8 @@ from dvt_ms.evaluate import (
     topk_accuracy,
 )
 from dvt_ms.flops import count
+
+from .script_loader import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "eval.py"
@@ -170,10 +171,7 @@ def runs(ws, reference):
 
 
 def load_eval_script():
-    spec = importlib.util.spec_from_file_location("eval_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("eval")
 
 
 # --------------------------------------------------------------------------------------------------

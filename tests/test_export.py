@@ -1,6 +1,5 @@
 """MindIR export (dvt_ms.export, scripts/export.py): the exported stages, wired by dvt_export.json alone,
 reproduce the early-exit engine."""
-import importlib.util
 import json
 
 import mindspore as ms
@@ -11,15 +10,13 @@ from mindspore import nn
 from dvt_ms import create_model
 from dvt_ms.checkpoint import save_checkpoint
 from dvt_ms.export import MANIFEST_NAME, export_cascade
-from tests.conftest import ROOT
 from tests.test_infer import ATOL, TINY, deit_case  # noqa: F401  (session fixture: tiny model + engine)
+
+from .script_loader import load_script
 
 
 def _export_script():
-    spec = importlib.util.spec_from_file_location("export_script", ROOT / "scripts" / "export.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("export")
 
 
 def _softmax(logits):

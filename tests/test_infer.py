@@ -14,6 +14,8 @@ from dvt_ms.infer import (AdaptiveClassifier, budget_thresholds, check_threshold
                           iter_image_batches, iter_image_paths, load_image, parse_thresholds, read_class_names,
                           softmax, thresholds_for_fractions, topk)
 
+from .script_loader import load_script
+
 TINY = dict(embed_dim=64, depth=2, num_heads=2, mlp_ratio=2.0, num_classes=10)
 N_IMAGES = 8
 COUNTS = (3, 3, 2)  # samples per exit in the mixed case
@@ -276,17 +278,6 @@ def test_class_names(tmp_path):
 # --------------------------------------------------------------------------------------------------
 # scripts/infer.py
 # --------------------------------------------------------------------------------------------------
-def _load_script():
-    import importlib.util
-
-    from tests.conftest import ROOT
-
-    spec = importlib.util.spec_from_file_location("infer_script", ROOT / "scripts" / "infer.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_infer_script(deit_case, tmp_path, capsys):
     net = deit_case["net"]
     table = np.tile(np.float32([0.5, 0.3, -1e8]), (59, 1))
@@ -300,7 +291,7 @@ def test_infer_script(deit_case, tmp_path, capsys):
         size = [(320, 240), (200, 260), (224, 224)][i]
         Image.fromarray((rng.random(size[::-1] + (3,)) * 255).astype(np.uint8)).save(folder / name)
     (folder / "sub" / "zz_broken.jpg").write_bytes(b"\x00" * 10)
-    script = _load_script()
+    script = load_script("infer")
 
     (tmp_path / "names.txt").write_text("".join(f"class{i}\n" for i in range(10)))
     # budget step 10 stops everyone at exit 1, which keeps this test to one stage's compile; the engine

@@ -1,5 +1,4 @@
 """Tests of the synthetic shapes dataset (dvt_ms.data.synthetic) and scripts/make_quickstart_data.py."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,7 +10,9 @@ from dvt_ms.data import synthetic
 from dvt_ms.data.dataset import check_image_folder
 from dvt_ms.data.synthetic import MANIFEST_NAME, SHAPES, load_manifest, make_shapes_dataset
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_quickstart_data.py"
+from .script_loader import load_script
+
+
 SMALL = dict(num_classes=4, train_per_class=6, val_per_class=3, image_size=64, seed=0)
 
 
@@ -148,9 +149,7 @@ def test_easy_and_hard_images_differ(made):
 
 
 def test_script_writes_then_keeps(tmp_path, caplog):
-    spec = importlib.util.spec_from_file_location("make_quickstart_data", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("make_quickstart_data")
     argv = ["--output", str(tmp_path / "qs"), "--train_per_class", "3", "--val_per_class", "2",
             "--image_size", "48", "--num_classes", "3", "--seed", "5"]
     assert script.main(argv) == 0

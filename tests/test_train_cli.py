@@ -1,5 +1,4 @@
 """scripts/train.py: config validation, data checks, a short run's outputs, --pretrained head re-init."""
-import importlib.util
 import json
 import logging
 import re
@@ -14,6 +13,8 @@ from PIL import Image
 
 from dvt_ms.config import ConfigError
 from dvt_ms.data.dataset import DatasetError
+
+from .script_loader import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "train.py"
@@ -58,11 +59,8 @@ def base_args(data_dir: Path, output_dir: Path, **extra) -> list:
     return argv
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("train_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def load_train_script():
+    return load_script("train")
 
 
 @pytest.fixture(autouse=True)
@@ -77,7 +75,7 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def train_script():
-    return load_script()
+    return load_train_script()
 
 
 # ------------------------------------------------------------------------------ config validation

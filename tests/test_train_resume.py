@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .test_train_cli import SCRIPT, base_args, load_script, make_image_folder
+from .test_train_cli import SCRIPT, base_args, load_train_script, make_image_folder
 
 EPOCHS = 3
 STEPS = 6  # per epoch: 24 train images, batch 4
@@ -98,7 +98,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
     out = tmp_path / "out"
     args = base_args(data, out, epochs=3, warmup_epochs=2, warmup_lr=1e-4, lr=1e35, min_lr=1e-5,
                      lr_per_step="false", batch_size=4)
-    status = load_script().main(args)
+    status = load_train_script().main(args)
     err = capsys.readouterr().err
     assert status == 3
     assert "non-finite loss at global step 3" in err and "epoch 2, step 2" in err

@@ -1,7 +1,4 @@
 """Tests of scripts/visualize.py and the drawing helpers of dvt_ms.plots."""
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -21,7 +18,8 @@ from dvt_ms.plots import (
     trace_kept_patches,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+from .script_loader import load_script
+
 DVT = {"embed_dim": 32, "depth": 1, "num_heads": 2, "mlp_ratio": 2.0, "num_classes": 4}
 EVIT = {"embed_dim": 32, "depth": 3, "num_heads": 2, "mlp_ratio": 2.0, "num_classes": 4, "drop_loc": [0, 2],
         "keep_rate": 0.5}
@@ -94,10 +92,7 @@ def ws(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def vis_main():
-    spec = importlib.util.spec_from_file_location("visualize_script", ROOT / "scripts" / "visualize.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return load_script("visualize").main
 
 
 def _common(ws, model, overrides, ckpt):
