@@ -107,28 +107,34 @@ def read_checkpoint(path: PathLike) -> Tuple[Dict[str, np.ndarray], Dict[str, An
     return _read_mindspore_checkpoint(path)
 
 
-def check_compatible(net: nn.Cell, weights: Mapping[str, np.ndarray], path: PathLike,
-                     exclude: Iterable[str] = ()) -> None:
-    """Raise one :class:`CheckpointMismatchError` listing every missing, unexpected and misshapen key."""
-    excluded = set(exclude)
-    params = {p.name: p for p in net.get_parameters() if p.name not in excluded}
-    provided = {k: v for k, v in weights.items() if k not in excluded}
-    missing = sorted(set(params) - set(provided))
-    unexpected = sorted(set(provided) - set(params))
+def check_state(expected: Mapping[str, Tuple[int, ...]], found: Mapping[str, np.ndarray], header: str) -> None:
+    """Raise one :class:`CheckpointMismatchError`, under ``header``, listing every missing, unexpected and
+    misshapen key of ``found`` against the ``expected`` shapes."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
     misshapen = sorted(
-        f"{name}: checkpoint {tuple(provided[name].shape)} vs model {tuple(params[name].shape)}"
-        for name in set(params) & set(provided)
-        if tuple(provided[name].shape) != tuple(params[name].shape))
+        f"{name}: checkpoint {tuple(found[name].shape)} vs model {tuple(expected[name])}"
+        for name in set(expected) & set(found)
+        if tuple(found[name].shape) != tuple(expected[name]))
     problems = [(f"{len(missing)} missing key(s)", missing),
                 (f"{len(unexpected)} unexpected key(s)", unexpected),
                 (f"{len(misshapen)} shape mismatch(es)", misshapen)]
     problems = [(title, items) for title, items in problems if items]
     if problems:
-        lines = [f"{path} does not match {type(net).__name__}:"]
+        lines = [header]
         for title, items in problems:
             lines.append(f"  {title}:")
             lines.extend(f"    {item}" for item in items)
         raise CheckpointMismatchError("\n".join(lines))
+
+
+def check_compatible(net: nn.Cell, weights: Mapping[str, np.ndarray], path: PathLike,
+                     exclude: Iterable[str] = ()) -> None:
+    """Raise one :class:`CheckpointMismatchError` listing every missing, unexpected and misshapen key."""
+    excluded = set(exclude)
+    expected = {p.name: tuple(p.shape) for p in net.get_parameters() if p.name not in excluded}
+    provided = {k: v for k, v in weights.items() if k not in excluded}
+    check_state(expected, provided, f"{path} does not match {type(net).__name__}:")
 
 
 def load_checkpoint(net: nn.Cell, path: PathLike, exclude: Iterable[str] = ()) -> Dict[str, Any]:

@@ -25,14 +25,15 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn
 
-from ..checkpoint.errors import CheckpointError, CheckpointMismatchError
-from ..checkpoint.loader import METADATA_KEY, _decode_metadata, check_compatible, read_checkpoint, save_checkpoint
+from ..checkpoint.errors import CheckpointError
+from ..checkpoint.loader import (METADATA_KEY, _decode_metadata, check_compatible, check_state, read_checkpoint,
+                                 save_checkpoint)
 from .ema import ModelEMA
 from .optim import optimizer_state_params
 
@@ -53,22 +54,6 @@ _RESERVED = frozenset({"format", "epoch", "global_step", "metric", "best_metric"
 def _epoch_of(path: Path) -> Optional[int]:
     match = _EPOCH_FILE.match(path.name)
     return int(match.group(1)) if match else None
-
-
-def _check_state(what: str, expected: Mapping[str, Tuple[int, ...]], found: Mapping[str, np.ndarray],
-                 path: PathLike) -> None:
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    misshapen = sorted(f"{n}: checkpoint {tuple(found[n].shape)} vs {tuple(expected[n])}"
-                       for n in set(expected) & set(found) if tuple(found[n].shape) != tuple(expected[n]))
-    problems = [(title, items) for title, items in (("missing key(s)", missing), ("unexpected key(s)", unexpected),
-                                                    ("shape mismatch(es)", misshapen)) if items]
-    if problems:
-        lines = [f"{path}: {what} does not match:"]
-        for title, items in problems:
-            lines.append(f"  {len(items)} {title}:")
-            lines.extend(f"    {item}" for item in items)
-        raise CheckpointMismatchError("\n".join(lines))
 
 
 def _check_format(path: PathLike, metadata: Mapping[str, Any]) -> None:
@@ -235,13 +220,15 @@ class CheckpointManager:
             if not metadata.get("has_optimizer"):
                 raise CheckpointError(f"{path}: has no optimizer state to resume")
             opt_params = optimizer_state_params(optimizer)
-            _check_state(f"optimizer state ({type(optimizer).__name__} vs {metadata.get('optimizer')})",
-                         {p.name: tuple(p.shape) for p in opt_params}, opt_w, path)
+            check_state({p.name: tuple(p.shape) for p in opt_params}, opt_w,
+                        f"{path}: optimizer state ({type(optimizer).__name__} vs {metadata.get('optimizer')}) "
+                        "does not match:")
             _check_finite(path, opt_w, OPTIMIZER_PREFIX)
         if ema is not None:
             if not metadata.get("has_ema"):
                 raise CheckpointError(f"{path}: has no EMA weights to resume")
-            _check_state("EMA weights", {p.name: tuple(p.shape) for p in net.get_parameters()}, ema_w, path)
+            check_state({p.name: tuple(p.shape) for p in net.get_parameters()}, ema_w,
+                        f"{path}: EMA weights do not match:")
             _check_finite(path, ema_w, EMA_PREFIX)
 
         for param in net.get_parameters():
