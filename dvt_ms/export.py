@@ -63,7 +63,7 @@ def export_cascade(model: DynamicVisionTransformer, output_dir: Union[str, os.Pa
     fmt = str(file_format).upper()
     if fmt not in SUPPORTED_FORMATS:
         raise ValueError(f"export format {file_format!r} is not supported: only MINDIR is "
-                         "supported (the models' exact-erf GELU does not export to ONNX here)")
+                         "supported (MindSpore 2.10 has no ONNX converter for ops these models use, e.g. Unstack)")
     metadata = dict(metadata or {})
     out = Path(output_dir)
     if out.exists() and not out.is_dir():

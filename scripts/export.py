@@ -42,8 +42,8 @@ def main(argv=None) -> int:
     from dvt_ms.export import SUPPORTED_FORMATS
 
     if args.format.upper() not in SUPPORTED_FORMATS:
-        raise ValueError(f"--format {args.format}: not supported; only MINDIR is (the models' exact-erf GELU "
-                         "does not export to ONNX here)")
+        raise ValueError(f"--format {args.format}: not supported; only MINDIR is (MindSpore 2.10 has no ONNX "
+                         "converter for ops these models use, e.g. Unstack)")
     if not args.checkpoint.is_file():
         raise ValueError(f"{args.checkpoint}: no such checkpoint file")
     overrides = parse_overrides(args.overrides)
