@@ -36,7 +36,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -172,6 +172,53 @@ def prepare(m: Measurement, warmup: int) -> None:
     m.first_call_s = time.perf_counter() - start
     for _ in range(warmup):
         m.run()
+
+def run_interleaved(measurements: List[Measurement], args: argparse.Namespace) -> Tuple[float, float]:
+    """Warm every measurement up, then time ``args.rounds`` rounds, each starting one measurement later.
+
+    Returns the 1-minute load average before and after.
+    """
+    load_before = os.getloadavg()[0]
+    for m in measurements:
+        logger.info("compiling/warming up %s (%s, batch %d)", m.model, m.framework, m.batch)
+        prepare(m, args.warmup)
+    for r in range(args.rounds):
+        shift = r % len(measurements)
+        for m in measurements[shift:] + measurements[:shift]:
+            logger.info("round %d/%d: %s (%s, batch %d)", r + 1, args.rounds, m.model, m.framework, m.batch)
+            time_chunk(m, args.seconds, args.iters, args.min_iters)
+    return load_before, os.getloadavg()[0]
+
+
+def timing_description(args: argparse.Namespace, unit: str) -> str:
+    """The "timing" line of a report; ``unit`` is what one timed call is ("call", "step")."""
+    per_round = f"{args.iters} {unit}s" if args.iters else f">= {args.seconds:g} s (>= {args.min_iters} {unit}s)"
+    return f"{args.rounds} interleaved rounds x {per_round}, warmup {args.warmup}, median per {unit}"
+
+
+def import_torch(args: argparse.Namespace, threads: int):
+    """torch on ``threads`` threads, or ``None`` with ``--no_torch`` or when it is not importable."""
+    if args.no_torch:
+        return None
+    try:
+        import torch
+    except ImportError:
+        logger.warning("torch is not importable; skipping the PyTorch baseline")
+        return None
+    torch.set_num_threads(threads)
+    return torch
+
+
+def deit_small_macs(measurements: List[Measurement], image_size: int) -> float:
+    """DeiT-S MACs per image: from its MindSpore measurement if there is one, else counted."""
+    deit = next((m for m in measurements if m.model == "deit_small" and m.framework == "mindspore"), None)
+    if deit is not None:
+        return deit.macs_per_image
+    from dvt_ms import create_model
+    from dvt_ms.flops import count
+
+    return count(create_model("deit_small", image_size=image_size), image_size)[0]
+
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -528,16 +575,7 @@ def early_exit_suite(args: argparse.Namespace, device: str) -> int:
     images = rng.standard_normal((args.exit_batch, 3, args.image_size, args.image_size), dtype=np.float32)
     info = early_exit_measurements(args, images)
     measurements = info["measurements"]
-    load_before = os.getloadavg()
-    for m in measurements:
-        logger.info("warming up %s", m.model)
-        prepare(m, args.warmup)
-    for r in range(args.rounds):
-        shift = r % len(measurements)
-        for m in measurements[shift:] + measurements[:shift]:
-            logger.info("round %d/%d: %s", r + 1, args.rounds, m.model)
-            time_chunk(m, args.seconds, args.iters, args.min_iters)
-    load_after = os.getloadavg()
+    load_before, load_after = run_interleaved(measurements, args)
 
     ratio_rows = early_exit_ratios({m.model: m for m in measurements}, info["macs"], info["expected_macs"])
     env = {
@@ -550,10 +588,8 @@ def early_exit_suite(args: argparse.Namespace, device: str) -> int:
                   f"{args.exit_seed}; random weights",
         "calls": f"engines, deit_small, evit_deit_small: all {args.exit_batch} images in one call; full cascade: "
                  f"calls of {args.exit_cascade_chunk} images",
-        "load average before/after": f"{load_before[0]:.2f} / {load_after[0]:.2f}",
-        "timing": f"{args.rounds} interleaved rounds x "
-                  + (f"{args.iters} calls" if args.iters else f">= {args.seconds:g} s (>= {args.min_iters} calls)")
-                  + f", warmup {args.warmup}, median per call",
+        "load average before/after": f"{load_before:.2f} / {load_after:.2f}",
+        "timing": timing_description(args, "call"),
     }
     print_early_exit_report(env, info, ratio_rows)
     if args.json:
@@ -693,35 +729,12 @@ def train_suite(args: argparse.Namespace, device: str) -> int:
     for name in args.train_models:
         logger.info("building the %s training step", name)
         measurements.append(mindspore_train_measurement(name, batch, size, images, targets))
-    torch = None
-    if not args.no_torch:
-        try:
-            import torch
-        except ImportError:
-            logger.warning("torch is not importable; skipping the PyTorch baseline")
+    torch = import_torch(args, ms_threads)
     if torch is not None:
-        torch.set_num_threads(ms_threads)
-        deit = _find(measurements, "deit_small", "mindspore", batch)
-        if deit is not None:
-            macs = deit.macs_per_image
-        else:
-            from dvt_ms import create_model
-            from dvt_ms.flops import count
-
-            macs = count(create_model("deit_small", image_size=size), size)[0]
+        macs = deit_small_macs(measurements, size)
         measurements.append(torch_train_measurement(torch, batch, size, images, targets, macs))
 
-    load_before = os.getloadavg()
-    everything = [gemm] + measurements
-    for m in everything:
-        logger.info("compiling/warming up %s (%s)", m.model, m.framework)
-        prepare(m, args.warmup)
-    for r in range(args.rounds):
-        shift = r % len(everything)
-        for m in everything[shift:] + everything[:shift]:
-            logger.info("round %d/%d: %s (%s) training", r + 1, args.rounds, m.model, m.framework)
-            time_chunk(m, args.seconds, args.iters, args.min_iters)
-    load_after = os.getloadavg()
+    load_before, load_after = run_interleaved([gemm] + measurements, args)
 
     peak = gemm_peak(gemm)
     ratio_rows = train_ratios(measurements, batch)
@@ -734,10 +747,8 @@ def train_suite(args: argparse.Namespace, device: str) -> int:
                  f"{torch.__version__}, threads = {torch.get_num_threads()}, eager, train mode",
         "step": f"batch {batch} x 3 x {size} x {size} random images, soft targets (1000 classes), AdamW 5e-4 / "
                 "wd 0.05, fp32; no EMA, drop path or clipping",
-        "load average before/after": f"{load_before[0]:.2f} / {load_after[0]:.2f}",
-        "timing": f"{args.rounds} interleaved rounds x "
-                  + (f"{args.iters} steps" if args.iters else f">= {args.seconds:g} s (>= {args.min_iters} steps)")
-                  + f", warmup {args.warmup}, median per step",
+        "load average before/after": f"{load_before:.2f} / {load_after:.2f}",
+        "timing": timing_description(args, "step"),
     }
     print_train_report(env, measurements, peak, ratio_rows)
     if args.json:
@@ -777,33 +788,11 @@ def main(argv=None) -> int:
 
     gemm = mindspore_gemm(args.gemm_size)
     models = mindspore_measurements(args, images)
-    torch = None
-    if not args.no_torch:
-        try:
-            import torch
-        except ImportError:
-            logger.warning("torch is not importable; skipping the PyTorch baseline")
+    torch = import_torch(args, ms_threads)
     if torch is not None:
-        torch.set_num_threads(ms_threads)
-        from dvt_ms import create_model
-        from dvt_ms.flops import count
+        models += torch_measurements(torch, args, images, deit_small_macs(models, args.image_size))
 
-        deit = next((m for m in models if m.model == "deit_small"), None)
-        macs = deit.macs_per_image if deit else count(create_model("deit_small", image_size=args.image_size),
-                                                      args.image_size)[0]
-        models += torch_measurements(torch, args, images, macs)
-
-    load_before = os.getloadavg()
-    everything = [gemm] + models
-    for m in everything:
-        logger.info("compiling/warming up %s (%s, batch %d)", m.model, m.framework, m.batch)
-        prepare(m, args.warmup)
-    for r in range(args.rounds):
-        shift = r % len(everything)
-        for m in everything[shift:] + everything[:shift]:
-            logger.info("round %d/%d: %s (%s, batch %d)", r + 1, args.rounds, m.model, m.framework, m.batch)
-            time_chunk(m, args.seconds, args.iters, args.min_iters)
-    load_after = os.getloadavg()
+    load_before, load_after = run_interleaved([gemm] + models, args)
 
     env = {
         "device": device,
@@ -811,10 +800,8 @@ def main(argv=None) -> int:
         "mindspore": f"{ms.__version__}, CPU kernel threads (runtime_num_threads) = {ms_threads}",
         "torch": "not used" if torch is None else
                  f"{torch.__version__}, threads = {torch.get_num_threads()}, eager, inference_mode",
-        "load average before/after": f"{load_before[0]:.2f} / {load_after[0]:.2f}",
-        "timing": f"{args.rounds} interleaved rounds x "
-                  + (f"{args.iters} calls" if args.iters else f">= {args.seconds:g} s (>= {args.min_iters} calls)")
-                  + f", warmup {args.warmup}, median per call",
+        "load average before/after": f"{load_before:.2f} / {load_after:.2f}",
+        "timing": timing_description(args, "call"),
     }
     ratio_rows = ratios(models, args.batch_sizes)
     print_report(env, models, gemm, ratio_rows)
