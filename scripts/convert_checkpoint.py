@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("GLOG_v", "3")  # hide MindSpore's C++ plug-in warnings
 
-from dvt_ms.utils.cli import parse_overrides, run_cli, setup_logging  # noqa: E402
+from dvt_ms.utils.cli import add_override_argument, parse_overrides, run_cli, setup_logging  # noqa: E402
 
 logger = logging.getLogger("convert_checkpoint")
 
@@ -24,8 +24,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("src", type=Path, help="official PyTorch checkpoint (.pth / .pth.tar) or .ckpt")
     parser.add_argument("dst", type=Path, help="MindSpore checkpoint to write (.ckpt)")
     parser.add_argument("--model", required=True, help="registered model name (see dvt_ms.list_models())")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="architecture override, e.g. --set num_classes=100 (repeatable)")
+    add_override_argument(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace DST if it already exists")
     parser.add_argument("--verbose", action="store_true")
     return parser.parse_args(argv)

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # importing dvt_ms loads MindSpore, which reads its log level only then
 os.environ.setdefault("GLOG_v", "3")
 
-from dvt_ms.utils.cli import parse_overrides, run_cli, setup_logging  # noqa: E402
+from dvt_ms.utils.cli import add_override_argument, parse_overrides, run_cli, setup_logging  # noqa: E402
 
 logger = logging.getLogger("export")
 
@@ -29,8 +29,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output_dir", required=True, type=Path)
     parser.add_argument("--format", default="MINDIR", help="export format (only MINDIR is supported)")
     parser.add_argument("--model", default=None, help="model name, if the checkpoint does not name it")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="architecture override, e.g. --set num_classes=100 (repeatable)")
+    add_override_argument(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace existing export files in DIR")
     parser.add_argument("--verbose", action="store_true")
     return parser.parse_args(argv)

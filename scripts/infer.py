@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # importing dvt_ms loads MindSpore, which reads its log level only then
 os.environ.setdefault("GLOG_v", "3")
 
-from dvt_ms.utils.cli import parse_overrides, run_cli, setup_logging  # noqa: E402
+from dvt_ms.utils.cli import add_override_argument, parse_overrides, run_cli, setup_logging  # noqa: E402
 
 logger = logging.getLogger("infer")
 
@@ -39,8 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or folders")
     parser.add_argument("--checkpoint", required=True, type=Path, help=".ckpt or official .pth.tar")
     parser.add_argument("--model", default=None, help="model name, if the checkpoint does not name it")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="architecture override, e.g. --set num_classes=100 (repeatable)")
+    add_override_argument(parser)
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--thresholds", default=None, help="comma-separated confidence threshold per exit")
     group.add_argument("--budget_step", type=int, default=None, metavar="P",

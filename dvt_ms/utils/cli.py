@@ -1,4 +1,5 @@
 """Command-line plumbing shared by the scripts: quiet start-up, logging and error reporting."""
+import argparse
 import logging
 import os
 import sys
@@ -15,6 +16,12 @@ def quiet_mindspore() -> None:
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def add_override_argument(parser: argparse.ArgumentParser) -> None:
+    """``--set KEY=VALUE`` (repeatable) into ``args.overrides``; read them with :func:`parse_overrides`."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="architecture override, e.g. --set num_classes=100 (repeatable)")
 
 
 def parse_overrides(items: Iterable[str]) -> Dict[str, Any]:
