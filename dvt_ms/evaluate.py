@@ -22,8 +22,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "BUDGET_STEPS", "Predictions", "build_model", "check_checkpoint_model", "num_exits", "model_num_classes",
-    "model_image_size", "exit_names", "exit_gmacs", "softmax", "exit_logits", "collect_predictions",
-    "topk_accuracy", "anytime_results", "stored_flops", "stored_thresholds", "saved_results",
+    "model_image_size", "exit_names", "exit_gmacs", "softmax", "pad_batch", "exit_logits", "collect_predictions",
+    "topk_accuracy", "topk_counts", "anytime_results", "stored_flops", "stored_thresholds", "saved_results",
     "fit_subset_indices", "budget_results",
 ]
 
@@ -168,13 +168,26 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
-def exit_logits(net, images: np.ndarray) -> List[np.ndarray]:
-    """Logits of every exit for a batch ``[B, 3, H, W]`` as numpy arrays."""
+def pad_batch(images: np.ndarray, batch_size: Optional[int]) -> Tuple[np.ndarray, int]:
+    """``(images zero-padded to batch_size rows, real row count)``, so a graph-mode network compiles one shape."""
+    count = images.shape[0]
+    if batch_size and count < batch_size:
+        images = np.concatenate([images, np.zeros((batch_size - count,) + images.shape[1:], images.dtype)])
+    return images, count
+
+
+def exit_logits(net, images: np.ndarray, batch_size: Optional[int] = None) -> List[np.ndarray]:
+    """Logits of every exit for a batch ``[B, 3, H, W]`` as numpy arrays.
+
+    With ``batch_size``, a smaller batch runs zero-padded (see :func:`pad_batch`) and the padding rows
+    are dropped from the outputs.
+    """
     import mindspore as ms
 
+    images, count = pad_batch(images, batch_size)
     out = net(ms.Tensor(np.ascontiguousarray(images, dtype=np.float32)))
     outputs = out if isinstance(out, (tuple, list)) else (out,)
-    return [o.asnumpy() for o in outputs]
+    return [o.asnumpy()[:count] for o in outputs]
 
 
 def collect_predictions(net, data, batch_size: Optional[int] = None) -> Predictions:
@@ -188,17 +201,13 @@ def collect_predictions(net, data, batch_size: Optional[int] = None) -> Predicti
     targets: List[np.ndarray] = []
     done = 0
     for images, labels in data:
-        count = images.shape[0]
-        if batch_size and count < batch_size:
-            pad = np.zeros((batch_size - count,) + images.shape[1:], dtype=images.dtype)
-            images = np.concatenate([images, pad])
-        outputs = exit_logits(net, images)
+        outputs = exit_logits(net, images, batch_size)
         if not probs:
             probs = [[] for _ in outputs]
         for k, logits in enumerate(outputs):
-            probs[k].append(softmax(logits[:count]))
+            probs[k].append(softmax(logits))
         targets.append(np.asarray(labels, dtype=np.int64))
-        done += count
+        done += images.shape[0]
         if len(targets) % 50 == 0:
             logger.info("evaluated %d images", done)
     if not targets:
@@ -215,7 +224,15 @@ def collect_predictions(net, data, batch_size: Optional[int] = None) -> Predicti
 # anytime classification
 # --------------------------------------------------------------------------------------------------
 def topk_accuracy(probs: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray:
-    """Top-``k`` accuracy in percent per exit of ``probs [n_exits, N, C]``.
+    """Top-``k`` accuracy in percent per exit of ``probs [n_exits, N, C]`` (see :func:`topk_counts`)."""
+    n = np.asarray(targets).shape[0]
+    if n == 0:
+        raise ValueError("no targets to score")
+    return topk_counts(probs, targets, k) * 100.0 / n
+
+
+def topk_counts(probs: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray:
+    """Per exit of ``probs [n_exits, N, C]`` (probabilities or logits), how many targets are in the top ``k``.
 
     The target counts as found if fewer than ``k`` classes rank above it, ties ranked by class index
     (so top-1 agrees with ``argmax``).
@@ -236,7 +253,7 @@ def topk_accuracy(probs: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray:
         p = probs[e]
         pt = p[np.arange(n), targets][:, None]
         rank = (p > pt).sum(axis=1) + ((p == pt) & (classes[None, :] < targets[:, None])).sum(axis=1)
-        result[e] = float(np.count_nonzero(rank < k)) * 100.0 / n
+        result[e] = np.count_nonzero(rank < k)
     return result
 
 

@@ -129,12 +129,11 @@ def _load_batch(files, config, image_size: int):
 def _run_batches(net, batch, batch_size: int, call):
     import numpy as np
 
+    from dvt_ms.evaluate import pad_batch
+
     outputs = []
     for start in range(0, batch.shape[0], batch_size):
-        chunk = batch[start:start + batch_size]
-        count = chunk.shape[0]
-        if count < batch_size:  # one shape only in graph mode
-            chunk = np.concatenate([chunk, np.zeros((batch_size - count,) + chunk.shape[1:], chunk.dtype)])
+        chunk, count = pad_batch(batch[start:start + batch_size], batch_size)
         outputs.append([o[:count] for o in call(net, chunk)])
     return [np.concatenate(parts) for parts in zip(*outputs)]
 

@@ -178,28 +178,18 @@ def evaluate_shard(net, data, batch_size: int, num_exits: int) -> np.ndarray:
     Batches smaller than ``batch_size`` are zero-padded so one graph serves every batch. Top-5 counts
     are 0 when there are fewer than 5 classes.
     """
-    from ..evaluate import exit_logits
+    from ..evaluate import exit_logits, topk_counts
 
     net.set_train(False)
     top1 = np.zeros(num_exits)
     top5 = np.zeros(num_exits)
     seen = 0
     for images, labels in data:
-        count = images.shape[0]
-        if count < batch_size:
-            images = np.concatenate([images, np.zeros((batch_size - count,) + images.shape[1:], images.dtype)])
-        outputs = exit_logits(net, images)
-        labels = np.asarray(labels, dtype=np.int64)
-        for k, logits in enumerate(outputs):
-            logits = logits[:count]
-            target = logits[np.arange(count), labels][:, None]
-            # rank of the target: classes scoring higher, ties broken by class index (top-1 == argmax)
-            classes = np.arange(logits.shape[1])
-            rank = (logits > target).sum(axis=1) + ((logits == target) & (classes[None] < labels[:, None])).sum(axis=1)
-            top1[k] += np.count_nonzero(rank < 1)
-            if logits.shape[1] >= 5:
-                top5[k] += np.count_nonzero(rank < 5)
-        seen += count
+        logits = np.stack(exit_logits(net, images, batch_size))
+        top1 += topk_counts(logits, labels, 1)
+        if logits.shape[2] >= 5:
+            top5 += topk_counts(logits, labels, 5)
+        seen += images.shape[0]
     return np.concatenate([[seen, getattr(data, "skipped", 0)], top1, top5]).astype(np.float64)
 
 
