@@ -58,6 +58,10 @@ def test_weight_decay_groups_dvt():
     assert all(weight_decays[n] == pytest.approx(0.05) for n in decay_names)
     assert {weight_decays[n] for n in no_decay_names} == {0.0}
 
+    everything = create_optimizer(net, lr=1e-3, weight_decay=0.05, no_decay_norm_bias=False)
+    assert {p.name for p in everything.parameters} == decay_names | no_decay_names
+    assert all(float(w.asnumpy()) == pytest.approx(0.05) for w in everything.weight_decay)
+
 
 def test_frozen_parameters_are_not_optimized():
     net = create_model("t2t_vit_12", embed_dim=64, depth=1, num_heads=2, mlp_ratio=2.0, num_classes=10,

@@ -323,7 +323,7 @@ class Trainer:
                     dist.world_size, self.steps_per_epoch, config.epochs, config.cooldown_epochs, self.peak_lr)
 
     def _setup_optimizer(self) -> None:
-        from .optim import AdamW, create_optimizer, scaled_lr
+        from .optim import create_optimizer, scaled_lr
         from .schedule import cosine_lr
 
         config = self.config
@@ -333,23 +333,9 @@ class Trainer:
         self.lr_schedule = cosine_lr(self.peak_lr, self.steps_per_epoch, min_lr=min_lr, warmup_lr=warmup_lr,
                                      warmup_epochs=config.warmup_epochs, cooldown_epochs=config.cooldown_epochs,
                                      epochs=config.epochs, per_epoch=not config.lr_per_step)
-        betas = tuple(config.opt_betas)
-        if config.no_decay_norm_bias:
-            self.optimizer = create_optimizer(self.net, config.opt, self.lr_schedule, config.weight_decay,
-                                              betas=betas, eps=config.opt_eps, momentum=config.momentum)
-        else:
-            import mindspore as ms
-            from mindspore import nn
-
-            groups = [{"params": self.net.trainable_params(), "weight_decay": float(config.weight_decay)}]
-            lr = ms.Tensor(self.lr_schedule)
-            if config.opt == "adamw":
-                self.optimizer = AdamW(groups, lr, beta1=betas[0], beta2=betas[1], eps=config.opt_eps)
-            elif config.opt == "adamweightdecay":
-                self.optimizer = nn.AdamWeightDecay(groups, lr, beta1=betas[0], beta2=betas[1], eps=config.opt_eps)
-            else:
-                self.optimizer = nn.Momentum(groups, lr, momentum=config.momentum)
-            logger.info("%s with weight decay %g on every parameter", config.opt, config.weight_decay)
+        self.optimizer = create_optimizer(self.net, config.opt, self.lr_schedule, config.weight_decay,
+                                          betas=tuple(config.opt_betas), eps=config.opt_eps,
+                                          momentum=config.momentum, no_decay_norm_bias=config.no_decay_norm_bias)
 
     def _setup_keep_rate(self) -> None:
         """EViT: target keep rate and token count for the keep-rate schedule."""

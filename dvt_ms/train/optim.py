@@ -147,11 +147,12 @@ def _check_lr(lr: LearningRate) -> Union[float, Tensor]:
 
 def create_optimizer(net: nn.Cell, name: str = "adamw", lr: LearningRate = 5e-4, weight_decay: float = 0.05,
                      betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                     momentum: float = 0.9) -> nn.Optimizer:
+                     momentum: float = 0.9, no_decay_norm_bias: bool = True) -> nn.Optimizer:
     """Build optimizer ``name`` over ``net``'s trainable parameters with the weight-decay grouping above.
 
     ``lr`` is a float or a per-step schedule (one value per iteration). ``betas``/``eps`` are for the
-    Adam variants, ``momentum`` for ``sgd``. Gradients must be taken with respect to
+    Adam variants, ``momentum`` for ``sgd``. ``no_decay_norm_bias=False`` puts every trainable
+    parameter in one group with ``weight_decay``. Gradients must be taken with respect to
     ``optimizer.parameters`` (the grouped order), not ``net.trainable_params()``.
     """
     if name not in OPTIMIZERS:
@@ -161,7 +162,10 @@ def create_optimizer(net: nn.Cell, name: str = "adamw", lr: LearningRate = 5e-4,
     if len(betas) != 2:
         raise ValueError(f"betas must be two numbers, got {betas!r}")
     learning_rate = _check_lr(lr)
-    groups = param_groups(net, weight_decay)
+    if no_decay_norm_bias:
+        groups = param_groups(net, weight_decay)
+    else:
+        groups = [{"params": net.trainable_params(), "weight_decay": float(weight_decay)}]
     if name == "adamw":
         optimizer = AdamW(groups, learning_rate, beta1=float(betas[0]), beta2=float(betas[1]), eps=float(eps))
     elif name == "adamweightdecay":
