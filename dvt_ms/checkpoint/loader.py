@@ -128,6 +128,13 @@ def check_state(expected: Mapping[str, Tuple[int, ...]], found: Mapping[str, np.
         raise CheckpointMismatchError("\n".join(lines))
 
 
+def check_finite(arrays: Mapping[str, np.ndarray], path: PathLike, prefix: str = "") -> None:
+    """Raise :class:`CheckpointError` naming the first floating-point array that holds NaN or Inf."""
+    for name, value in arrays.items():
+        if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
+            raise CheckpointError(f"{path}: {prefix}{name} contains NaN or Inf")
+
+
 def check_compatible(net: nn.Cell, weights: Mapping[str, np.ndarray], path: PathLike,
                      exclude: Iterable[str] = ()) -> None:
     """Raise one :class:`CheckpointMismatchError` listing every missing, unexpected and misshapen key."""
@@ -147,13 +154,10 @@ def load_checkpoint(net: nn.Cell, path: PathLike, exclude: Iterable[str] = ()) -
     weights, metadata = read_checkpoint(path)
     excluded = set(exclude)
     check_compatible(net, weights, path, excluded)
-    for param in net.get_parameters():
-        if param.name in excluded:
-            continue
-        value = weights[param.name]
-        if not np.all(np.isfinite(value)):
-            raise CheckpointError(f"{path}: parameter {param.name} contains NaN or Inf")
-        param.set_data(ms.Tensor(np.ascontiguousarray(value), dtype=param.dtype))
+    params = [p for p in net.get_parameters() if p.name not in excluded]
+    check_finite({p.name: weights[p.name] for p in params}, path, "parameter ")
+    for param in params:
+        param.set_data(ms.Tensor(np.ascontiguousarray(weights[param.name]), dtype=param.dtype))
     logger.info("loaded %d parameters from %s", len(weights) - len(excluded & set(weights)), path)
     return metadata
 

@@ -32,8 +32,8 @@ import numpy as np
 from mindspore import Tensor, nn
 
 from ..checkpoint.errors import CheckpointError
-from ..checkpoint.loader import (METADATA_KEY, _decode_metadata, check_compatible, check_state, read_checkpoint,
-                                 save_checkpoint)
+from ..checkpoint.loader import (METADATA_KEY, _decode_metadata, check_compatible, check_finite, check_state,
+                                 read_checkpoint, save_checkpoint)
 from .ema import ModelEMA
 from .optim import optimizer_state_params
 
@@ -60,12 +60,6 @@ def _check_format(path: PathLike, metadata: Mapping[str, Any]) -> None:
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a training checkpoint (format {metadata.get('format')!r}, "
                               f"expected {FORMAT!r}); load plain weights with dvt_ms.load_checkpoint")
-
-
-def _check_finite(path: PathLike, arrays: Mapping[str, np.ndarray], prefix: str) -> None:
-    for name, value in arrays.items():
-        if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
-            raise CheckpointError(f"{path}: {prefix}{name} contains NaN or Inf")
 
 
 class CheckpointManager:
@@ -214,7 +208,7 @@ class CheckpointManager:
         ema_w = {k[len(EMA_PREFIX):]: v for k, v in weights.items() if k.startswith(EMA_PREFIX)}
 
         check_compatible(net, net_w, path)
-        _check_finite(path, net_w, "")
+        check_finite(net_w, path)
         opt_params = []
         if optimizer is not None:
             if not metadata.get("has_optimizer"):
@@ -223,13 +217,13 @@ class CheckpointManager:
             check_state({p.name: tuple(p.shape) for p in opt_params}, opt_w,
                         f"{path}: optimizer state ({type(optimizer).__name__} vs {metadata.get('optimizer')}) "
                         "does not match:")
-            _check_finite(path, opt_w, OPTIMIZER_PREFIX)
+            check_finite(opt_w, path, OPTIMIZER_PREFIX)
         if ema is not None:
             if not metadata.get("has_ema"):
                 raise CheckpointError(f"{path}: has no EMA weights to resume")
             check_state({p.name: tuple(p.shape) for p in net.get_parameters()}, ema_w,
                         f"{path}: EMA weights do not match:")
-            _check_finite(path, ema_w, EMA_PREFIX)
+            check_finite(ema_w, path, EMA_PREFIX)
 
         for param in net.get_parameters():
             param.set_data(Tensor(np.ascontiguousarray(net_w[param.name]), dtype=param.dtype))

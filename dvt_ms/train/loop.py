@@ -90,11 +90,6 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0] % (2 ** 31 - 1))
 
 
-def _stages(net) -> list:
-    stages = getattr(net, "stages", None)
-    return list(stages) if stages is not None else [net]
-
-
 def classifier_head_names(net) -> List[str]:
     """Parameter names of every classifier head (one per DVT stage): ``...head.weight`` / ``...head.bias``."""
     return [p.name for p in net.get_parameters() if len(p.name.split(".")) >= 2 and p.name.split(".")[-2] == "head"]
@@ -252,6 +247,7 @@ class Trainer:
         import mindspore as ms
 
         from ..data import check_image_folder
+        from ..evaluate import exit_names, model_image_size, model_num_classes, num_exits
         from ..models import create_model, model_family
         from ..utils.device import configure_device
 
@@ -266,11 +262,10 @@ class Trainer:
 
         overrides = train_model_overrides(config)
         self.net = create_model(config.model, **overrides)
-        stages = _stages(self.net)
-        self.num_classes = int(stages[-1].num_classes)
-        self.image_size = int(stages[0].image_size)
-        self.num_exits = len(stages)
-        self.exit_names = [f"{s.grid_size}x{s.grid_size}" for s in stages]
+        self.num_classes = model_num_classes(self.net)
+        self.image_size = model_image_size(self.net)
+        self.num_exits = num_exits(self.net)
+        self.exit_names = exit_names(self.net)
         self.train_info = check_image_folder(config.data_dir, config.train_split, self.num_classes)
         self.val_info = check_image_folder(config.data_dir, config.val_split, self.num_classes)
         if self.train_info.classes != self.val_info.classes:
