@@ -34,6 +34,7 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 
 from .budget import LAST_THRESHOLD, UNSET_THRESHOLD, exit_assignment, fit_thresholds
+from .evaluate import softmax
 from .models.dvt import DynamicVisionTransformer
 
 logger = logging.getLogger(__name__)
@@ -138,13 +139,6 @@ def stage_input_specs(model: DynamicVisionTransformer, cell: CascadeStage, index
 # --------------------------------------------------------------------------------------------------
 # numerics shared with calibration
 # --------------------------------------------------------------------------------------------------
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Float32 softmax over the last axis."""
-    logits = np.asarray(logits, dtype=np.float32)
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
-
-
 def topk(probs: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
     """``(classes, probs)`` of the ``k`` most probable classes per row, most probable first."""
     probs = np.asarray(probs)
