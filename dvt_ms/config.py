@@ -29,12 +29,13 @@ import difflib
 import logging
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
+
+from .utils.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -417,15 +418,8 @@ def save_config(config: Union[Config, Mapping[str, Any]], path: PathLike,
     text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, allow_unicode=True)
     if header:
         text = "".join(f"# {line}\n" for line in header.splitlines()) + text
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.remove(tmp_name)
+    with atomic_path(path) as tmp_name:
+        Path(tmp_name).write_text(text, encoding="utf-8")
     return path
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from .infer import IMAGENET_MEAN, IMAGENET_STD, build_stage_cells, eval_sizes, stage_input_specs
 from .models.dvt import DynamicVisionTransformer
+from .utils.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -131,8 +132,7 @@ def export_cascade(model: DynamicVisionTransformer, output_dir: Union[str, os.Pa
         "stages": stages,
     }
     manifest_path = out / MANIFEST_NAME
-    tmp = manifest_path.with_name(f".{MANIFEST_NAME}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, manifest_path)
+    with atomic_path(manifest_path) as tmp_name:
+        Path(tmp_name).write_text(json.dumps(manifest, indent=2))
     logger.info("wrote %s", manifest_path)
     return manifest_path

@@ -17,13 +17,13 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("GLOG_v", "3")  # hide MindSpore's C++ plug-in warnings
 
 from dvt_ms.config import COMMON, EVAL, ConfigError, Schema, resolve_config  # noqa: E402
+from dvt_ms.utils.atomic import atomic_path  # noqa: E402
 from dvt_ms.utils.cli import run_cli, setup_logging  # noqa: E402
 
 logger = logging.getLogger("eval")
@@ -45,16 +45,9 @@ SCHEMA = COMMON + EVAL + Schema("eval.py checks", checks=[_require_inputs])
 
 
 def _write_json(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(data, out, indent=1)
-            out.write("\n")
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.remove(tmp_name)
+    with atomic_path(path) as tmp_name, open(tmp_name, "w", encoding="utf-8") as out:
+        json.dump(data, out, indent=1)
+        out.write("\n")
 
 
 def _fmt(value, digits: int = 2) -> str:

@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -27,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # importing dvt_ms loads MindSpore, which reads its log level only then
 os.environ.setdefault("GLOG_v", "3")
 
+from dvt_ms.utils.atomic import atomic_path  # noqa: E402
 from dvt_ms.utils.cli import add_override_argument, parse_overrides, run_cli, setup_logging  # noqa: E402
 
 logger = logging.getLogger("infer")
@@ -98,28 +98,21 @@ def format_line(record: Dict[str, Any]) -> str:
 
 def write_output(path: Path, records: List[Dict[str, Any]], skipped: List[str], header: Dict[str, Any]) -> None:
     """Write CSV or JSON (by extension) under a temporary name, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", newline="", encoding="utf-8") as f:
-            if path.suffix.lower() == ".json":
-                json.dump({**header, "results": records, "skipped": skipped}, f, indent=2)
-            else:
-                columns = ["path", "class_index"] + (["class_name"] if records and "class_name" in records[0]
-                                                     else []) + ["exit", "confidence"]
-                has_topk = bool(records) and "topk" in records[0]
-                writer = csv.writer(f)
-                writer.writerow(columns + (["topk_classes", "topk_probs"] if has_topk else []))
-                for r in records:
-                    row = [r[c] for c in columns]
-                    if has_topk:
-                        row += [" ".join(str(t["class_index"]) for t in r["topk"]),
-                                " ".join(f"{t['prob']:.6f}" for t in r["topk"])]
-                    writer.writerow(row)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        if path.suffix.lower() == ".json":
+            json.dump({**header, "results": records, "skipped": skipped}, f, indent=2)
+        else:
+            columns = ["path", "class_index"] + (["class_name"] if records and "class_name" in records[0]
+                                                 else []) + ["exit", "confidence"]
+            has_topk = bool(records) and "topk" in records[0]
+            writer = csv.writer(f)
+            writer.writerow(columns + (["topk_classes", "topk_probs"] if has_topk else []))
+            for r in records:
+                row = [r[c] for c in columns]
+                if has_topk:
+                    row += [" ".join(str(t["class_index"]) for t in r["topk"]),
+                            " ".join(f"{t['prob']:.6f}" for t in r["topk"])]
+                writer.writerow(row)
 
 
 def choose_thresholds(args: argparse.Namespace, metadata: Dict[str, Any], n_exits: int):

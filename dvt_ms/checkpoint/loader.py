@@ -2,7 +2,6 @@
 import json
 import logging
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, Mapping, Tuple, Union
@@ -11,6 +10,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
+from ..utils.atomic import atomic_path
 from .errors import CheckpointError, CheckpointMismatchError
 from .key_mapping import map_state_dict
 from .torch_pickle import read_torch_file
@@ -171,14 +171,7 @@ def save_checkpoint(net: nn.Cell, path: PathLike, metadata: Mapping[str, Any] = 
     path = Path(path)
     if path.suffix != ".ckpt":
         raise ValueError(f"{path}: MindSpore checkpoints must end in .ckpt")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.ckpt", dir=path.parent)
-    os.close(handle)
-    try:
-        append = {METADATA_KEY: json.dumps(_encode_metadata(dict(metadata or {})))}
+    append = {METADATA_KEY: json.dumps(_encode_metadata(dict(metadata or {})))}
+    with atomic_path(path, suffix=".tmp.ckpt") as tmp_name:
         ms.save_checkpoint(net, tmp_name, append_dict=append)
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.remove(tmp_name)
     return path

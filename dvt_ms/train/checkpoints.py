@@ -23,7 +23,6 @@ import math
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
@@ -34,6 +33,7 @@ from mindspore import Tensor, nn
 from ..checkpoint.errors import CheckpointError
 from ..checkpoint.loader import (METADATA_KEY, _decode_metadata, check_compatible, check_finite, check_state,
                                  read_checkpoint, save_checkpoint)
+from ..utils.atomic import atomic_path
 from .ema import ModelEMA
 from .optim import optimizer_state_params
 
@@ -139,14 +139,8 @@ class CheckpointManager:
         return path
 
     def _copy_atomic(self, src: Path, dst: Path) -> None:
-        handle, tmp_name = tempfile.mkstemp(prefix=f".{dst.stem}.", suffix=".tmp.ckpt", dir=dst.parent)
-        os.close(handle)
-        try:
+        with atomic_path(dst, suffix=".tmp.ckpt") as tmp_name:
             shutil.copyfile(src, tmp_name)
-            os.replace(tmp_name, dst)
-        finally:
-            if os.path.exists(tmp_name):
-                os.remove(tmp_name)
 
     def _prune(self, keep: Path) -> None:
         if self.keep_last is None:

@@ -13,13 +13,13 @@ import json
 import logging
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
 from ..plots import PlotUnavailable, matplotlib_available
+from ..utils.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +73,8 @@ class MetricsLogger:
         if self.rank != 0 or not self.path.is_file():
             return
         kept = [r for r in read_metrics(self.path) if r["epoch"] <= epoch]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in kept), encoding="utf-8")
-        os.replace(tmp, self.path)
+        with atomic_path(self.path) as tmp_name:
+            Path(tmp_name).write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in kept), encoding="utf-8")
 
     def log_epoch(self, epoch: int, *, train_loss: Sequence[float], lr: float,
                   val_top1: Optional[Sequence[float]] = None, val_top5: Optional[Sequence[float]] = None,
@@ -159,13 +158,6 @@ def plot_metrics(jsonl: PathLike, png: PathLike) -> Path:
             axes.text(0.5, 0.5, f"no {key} values", ha="center", va="center", transform=axes.transAxes)
     figure.tight_layout()
     png = Path(png)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{png.stem}.", suffix=".tmp.png", dir=png.parent)
-    os.close(handle)
-    try:
+    with atomic_path(png, suffix=".tmp.png") as tmp_name:
         figure.savefig(tmp_name, format="png")
-        os.replace(tmp_name, png)
-    finally:
-        if os.path.exists(tmp_name):
-            os.remove(tmp_name)
     return png
