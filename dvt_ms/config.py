@@ -496,6 +496,8 @@ COMMON = Schema("model, data and runtime", [
     Option("device_target", str, default="CPU", choices=("CPU", "GPU", "Ascend"),
            help="device; falls back to CPU with a warning if absent"),
     Option("ms_mode", str, default="graph", choices=("graph", "pynative"), help="MindSpore execution mode"),
+    Option("cpu_kernels", str, default="auto", choices=("auto", "on", "off"),
+           help="fused C++ kernels on CPU (dvt_ms.kernels): auto uses them if a C++ compiler is found"),
     Option("seed", int, default=0, validator=non_negative, help="random seed (e.g. the fit subset)"),
     Option("verbose", bool, default=False, help="debug logging"),
 ], checks=[_check_model_overrides])

@@ -16,6 +16,7 @@ import mindspore as ms
 import numpy as np
 
 from .infer import IMAGENET_MEAN, IMAGENET_STD, build_stage_cells, eval_sizes, stage_input_specs
+from .kernels import stock_ops
 from .models.dvt import DynamicVisionTransformer
 from .utils.atomic import atomic_path
 
@@ -87,7 +88,8 @@ def export_cascade(model: DynamicVisionTransformer, output_dir: Union[str, os.Pa
         specs = stage_input_specs(model, cell, k)
         cell.set_inputs(*specs)
         path = out / _stage_file(k)
-        ms.export(cell, *specs, file_name=str(path.with_suffix("")), file_format=fmt)
+        with stock_ops(model):  # a file for other machines; and the fused kernels need static shapes
+            ms.export(cell, *specs, file_name=str(path.with_suffix("")), file_format=fmt)
         if not path.is_file():
             raise RuntimeError(f"MindSpore did not write {path}")
         inputs = []

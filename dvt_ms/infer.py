@@ -35,6 +35,7 @@ from mindspore import Tensor, nn, ops
 
 from .budget import LAST_THRESHOLD, UNSET_THRESHOLD, exit_assignment, fit_thresholds
 from .evaluate import softmax
+from .kernels import disable_cpu_kernels
 from .models.dvt import DynamicVisionTransformer
 
 logger = logging.getLogger(__name__)
@@ -229,6 +230,8 @@ class AdaptiveClassifier:
     default: static graphs for the ``buckets`` batch sizes only, see :meth:`batch_plan`; each compiles once
     on first use) or ``"dynamic"`` (one graph per stage for any batch size, but MindSpore 2.10's CPU
     kernels run 20-30% slower with a dynamic batch dimension, see BENCHMARKS.md). The model is put in eval mode; its parameters are shared, not copied.
+    With ``"dynamic"``, the model's layers are switched to MindSpore's own ops for good
+    (:func:`dvt_ms.kernels.disable_cpu_kernels`): the fused CPU kernels need static shapes.
     """
 
     def __init__(self, model: DynamicVisionTransformer, thresholds: Any, *, shape_mode: str = "buckets",
@@ -250,6 +253,8 @@ class AdaptiveClassifier:
         model.set_train(False)
         self.cells = build_stage_cells(model)
         if shape_mode == "dynamic":
+            if disable_cpu_kernels(model):
+                logger.info("dynamic shapes: the model now uses MindSpore's ops instead of the fused CPU kernels")
             for k, cell in enumerate(self.cells):
                 cell.set_inputs(*stage_input_specs(model, cell, k))
         # per stage: graph batch size -> number of calls (what ran, for tests and benchmarks)

@@ -46,6 +46,9 @@ logger = logging.getLogger("benchmark")
 
 DEFAULT_MODELS = ("deit_small", "dvt_deit_small", "dvt_t2t_vit_12")
 TORCH_NAME = "deit_small"
+FUSED_LABEL = "deit_small MS fused CPU kernels / MindSpore's ops"
+#: framework label of the MindSpore measurements built without the fused CPU kernels (--stock_baseline)
+STOCK = "mindspore-stock-ops"
 TARGETS = {"ms_over_torch": (8, 1.3), "dvt_over_deit": (8, 0.5)}  # (batch size, minimum ratio)
 EXIT_FRACTIONS = (0.60, 0.25, 0.15)
 EXIT_TARGETS = {"realized_over_theoretical": 0.85, "evit_over_deit": 1.4}
@@ -79,6 +82,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--train_models", nargs="+", default=list(TRAIN_MODELS),
                         help="train: MindSpore models whose training step is timed")
     parser.add_argument("--train_batch", type=int, default=TRAIN_TARGET[0], help="train: images per step")
+    parser.add_argument("--cpu_kernels", default="auto", choices=("auto", "on", "off"),
+                        help="fused CPU kernels of dvt_ms.kernels for the MindSpore models")
+    parser.add_argument("--stock_baseline", action="store_true",
+                        help="also time deit_small built on MindSpore's own ops (an A/B of the fused kernels)")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     if args.train_batch < 1:
@@ -224,7 +231,22 @@ def deit_small_macs(measurements: List[Measurement], image_size: int) -> float:
 # ----------------------------------------------------------------------------------------------------
 # MindSpore
 # ----------------------------------------------------------------------------------------------------
-def mindspore_measurements(args: argparse.Namespace, images: Dict[int, "object"]) -> List[Measurement]:
+def stock_ops(framework: str):
+    """Build inside this to get MindSpore's own ops for ``STOCK`` measurements (the chosen kernels otherwise)."""
+    from dvt_ms.kernels import cpu_kernels, get_cpu_kernels
+
+    return cpu_kernels("off" if framework == STOCK else get_cpu_kernels())
+
+
+def kernels_description() -> str:
+    from dvt_ms.kernels import cpu_kernels_active, get_cpu_kernels
+
+    used = "in use" if cpu_kernels_active() else "not in use"
+    return f"{get_cpu_kernels()} ({used}; the {STOCK} rows are built without them)"
+
+
+def mindspore_measurements(args: argparse.Namespace, images: Dict[int, "object"], models: List[str],
+                           framework: str = "mindspore") -> List[Measurement]:
     import mindspore as ms
     from mindspore import Tensor
 
@@ -232,9 +254,10 @@ def mindspore_measurements(args: argparse.Namespace, images: Dict[int, "object"]
     from dvt_ms.flops import count
 
     out = []
-    for name in args.models:
-        logger.info("building %s", name)
-        net = create_model(name, image_size=args.image_size)
+    for name in models:
+        logger.info("building %s (%s)", name, framework)
+        with stock_ops(framework):
+            net = create_model(name, image_size=args.image_size)
         net.set_train(False)
         macs = count(net, args.image_size)[-1]
         for batch in args.batch_sizes:
@@ -245,7 +268,7 @@ def mindspore_measurements(args: argparse.Namespace, images: Dict[int, "object"]
                 for t in (result if isinstance(result, (tuple, list)) else (result,)):
                     t.asnumpy()
 
-            out.append(Measurement(name, "mindspore", batch, run, macs_per_image=macs))
+            out.append(Measurement(name, framework, batch, run, macs_per_image=macs))
     return out
 
 
@@ -347,7 +370,8 @@ def ratios(models: List[Measurement], batch_sizes: List[int]) -> List[dict]:
     """Throughput ratios from the overall medians, per-round spread, and from the fastest calls."""
     pairs = [("ms_over_torch", "deit_small MS / torch", ("deit_small", "mindspore"), (TORCH_NAME, "torch")),
              ("dvt_over_deit", "dvt_deit_small / deit_small (MS)", ("dvt_deit_small", "mindspore"),
-              ("deit_small", "mindspore"))]
+              ("deit_small", "mindspore")),
+             ("fused_over_stock", FUSED_LABEL, ("deit_small", "mindspore"), ("deit_small", STOCK))]
     out = []
     for key, label, num, den in pairs:
         for batch in batch_sizes:
@@ -355,7 +379,7 @@ def ratios(models: List[Measurement], batch_sizes: List[int]) -> List[dict]:
             if a is None or b is None:
                 continue
             per_round = [d / n for n, d in zip(a.round_medians, b.round_medians)]
-            target_batch, minimum = TARGETS[key]
+            target_batch, minimum = TARGETS.get(key, (None, None))
             target = minimum if batch == target_batch else None
             value = a.images_per_s / b.images_per_s
             out.append(dict(key=key, label=label, batch=batch, ratio=value, round_min=min(per_round),
@@ -584,6 +608,7 @@ def early_exit_suite(args: argparse.Namespace, device: str) -> int:
         "machine": f"{cpu_model()} ({platform.machine()}), {os.cpu_count()} logical CPUs",
         "mindspore": f"{ms.__version__}, CPU kernel threads (runtime_num_threads) = "
                      f"{int(ms.get_context('runtime_num_threads'))}",
+        "fused CPU kernels": kernels_description(),
         "images": f"{args.exit_batch} x 3 x {args.image_size} x {args.image_size}, standard normal, seed "
                   f"{args.exit_seed}; random weights",
         "calls": f"engines, deit_small, evit_deit_small: all {args.exit_batch} images in one call; full cascade: "
@@ -628,7 +653,8 @@ def _soft_targets(batch: int, num_classes: int, smoothing: float, seed: int):
     return targets
 
 
-def mindspore_train_measurement(name: str, batch: int, image_size: int, images, targets) -> Measurement:
+def mindspore_train_measurement(name: str, batch: int, image_size: int, images, targets,
+                                framework: str = "mindspore") -> Measurement:
     """One ``TrainStep`` call: forward, multi-exit loss, backward, finite checks, AdamW update (no EMA)."""
     import mindspore as ms
     from mindspore import Tensor
@@ -638,7 +664,8 @@ def mindspore_train_measurement(name: str, batch: int, image_size: int, images, 
     from dvt_ms.train import MultiExitLoss, TrainStep, create_optimizer
 
     ms.set_seed(0)
-    net = create_model(name, image_size=image_size)
+    with stock_ops(framework):
+        net = create_model(name, image_size=image_size)
     optimizer = create_optimizer(net, "adamw", 5e-4, weight_decay=0.05)
     step = TrainStep(net, MultiExitLoss(label_smoothing=0.1), optimizer)
     x, y = Tensor(images, ms.float32), Tensor(targets, ms.float32)
@@ -646,7 +673,7 @@ def mindspore_train_measurement(name: str, batch: int, image_size: int, images, 
     def run() -> None:
         step(x, y)  # reads the loss back, so the step has finished
 
-    return Measurement(name, "mindspore", batch, run, macs_per_image=count(net, image_size)[-1])
+    return Measurement(name, framework, batch, run, macs_per_image=count(net, image_size)[-1])
 
 
 def torch_train_measurement(torch, batch: int, image_size: int, images, targets, macs: float) -> Measurement:
@@ -676,7 +703,9 @@ def train_ratios(measurements: List[Measurement], batch: int) -> List[dict]:
              ("dvt_over_torch", "dvt_deit_small training MS / deit_small torch", ("dvt_deit_small", "mindspore"),
               (TORCH_NAME, "torch"), None),
              ("dvt_over_deit", "dvt_deit_small / deit_small training (MS)", ("dvt_deit_small", "mindspore"),
-              ("deit_small", "mindspore"), None)]
+              ("deit_small", "mindspore"), None),
+             ("fused_over_stock", FUSED_LABEL + " (training)", ("deit_small", "mindspore"), ("deit_small", STOCK),
+              None)]
     rows = []
     for key, label, num, den, target in pairs:
         a, b = _find(measurements, *num, batch), _find(measurements, *den, batch)
@@ -729,6 +758,8 @@ def train_suite(args: argparse.Namespace, device: str) -> int:
     for name in args.train_models:
         logger.info("building the %s training step", name)
         measurements.append(mindspore_train_measurement(name, batch, size, images, targets))
+    if args.stock_baseline:
+        measurements.append(mindspore_train_measurement("deit_small", batch, size, images, targets, STOCK))
     torch = import_torch(args, ms_threads)
     if torch is not None:
         macs = deit_small_macs(measurements, size)
@@ -743,6 +774,7 @@ def train_suite(args: argparse.Namespace, device: str) -> int:
         "device": device,
         "machine": f"{cpu_model()} ({platform.machine()}), {os.cpu_count()} logical CPUs",
         "mindspore": f"{ms.__version__}, graph mode, CPU kernel threads (runtime_num_threads) = {ms_threads}",
+        "fused CPU kernels": kernels_description(),
         "torch": "not used" if torch is None else
                  f"{torch.__version__}, threads = {torch.get_num_threads()}, eager, train mode",
         "step": f"batch {batch} x 3 x {size} x {size} random images, soft targets (1000 classes), AdamW 5e-4 / "
@@ -771,9 +803,11 @@ def main(argv=None) -> int:
     import numpy as np
     import mindspore as ms
 
+    from dvt_ms.kernels import set_cpu_kernels
     from dvt_ms.utils.device import configure_device
 
     device = configure_device(args.device_target, "graph")
+    set_cpu_kernels(args.cpu_kernels)
     if args.suite == "early_exit":
         return early_exit_suite(args, device)
     if args.suite == "train":
@@ -787,7 +821,9 @@ def main(argv=None) -> int:
               for b in args.batch_sizes}
 
     gemm = mindspore_gemm(args.gemm_size)
-    models = mindspore_measurements(args, images)
+    models = mindspore_measurements(args, images, args.models)
+    if args.stock_baseline:
+        models += mindspore_measurements(args, images, ["deit_small"], STOCK)
     torch = import_torch(args, ms_threads)
     if torch is not None:
         models += torch_measurements(torch, args, images, deit_small_macs(models, args.image_size))
@@ -798,6 +834,7 @@ def main(argv=None) -> int:
         "device": device,
         "machine": f"{cpu_model()} ({platform.machine()}), {os.cpu_count()} logical CPUs",
         "mindspore": f"{ms.__version__}, CPU kernel threads (runtime_num_threads) = {ms_threads}",
+        "fused CPU kernels": kernels_description(),
         "torch": "not used" if torch is None else
                  f"{torch.__version__}, threads = {torch.get_num_threads()}, eager, inference_mode",
         "load average before/after": f"{load_before:.2f} / {load_after:.2f}",

@@ -4,6 +4,7 @@
                             [--thresholds 0.8,0.6,-1e8 | --budget_step P] [--topk 5]
                             [--class_names FILE] [--output out.csv|out.json] [--batch_size 32]
                             [--device_target CPU|GPU|Ascend] [--shape_mode dynamic|buckets]
+                            [--cpu_kernels auto|on|off]
 
 The model comes from the checkpoint's metadata (a .ckpt written by convert_checkpoint.py), else from
 --model/--set. The exit thresholds come from --thresholds (one per exit, the last normally -1e8), or
@@ -52,6 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device_target", default="CPU", choices=("CPU", "GPU", "Ascend"))
     parser.add_argument("--shape_mode", default="buckets", choices=("dynamic", "buckets"),
                         help="one dynamic-batch graph per stage, or static graphs for bucketed batch sizes")
+    parser.add_argument("--cpu_kernels", default="auto", choices=("auto", "on", "off"),
+                        help="fused C++ kernels on CPU (dvt_ms.kernels): auto uses them if a C++ compiler is found")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
@@ -145,7 +148,7 @@ def main(argv=None) -> int:
     from dvt_ms.models import DynamicVisionTransformer
     from dvt_ms.utils.device import configure_device
 
-    device = configure_device(args.device_target, "graph")
+    device = configure_device(args.device_target, "graph", args.cpu_kernels)
     net, metadata = model_from_checkpoint(args.checkpoint, args.model, overrides)
     if not isinstance(net, DynamicVisionTransformer):
         raise ValueError(f"{metadata['model']} is not a DVT cascade; early-exit inference needs a dvt_* model")

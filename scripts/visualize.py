@@ -239,7 +239,7 @@ def main(argv=None) -> int:
     from dvt_ms.evaluate import build_model
     from dvt_ms.utils.device import configure_device
 
-    device = configure_device(config.device_target, config.ms_mode)
+    device = configure_device(config.device_target, config.ms_mode, config.cpu_kernels)
     if device != config.device_target:
         logger.warning("running on %s instead of the requested %s", device, config.device_target)
     net, metadata = build_model(config.model, config.model_overrides, config.checkpoint)

@@ -1,11 +1,14 @@
 """Exact (erf-based) GELU, torch's default ``approximate='none'``.
 
 MindSpore's ``nn.GELU()`` defaults to the tanh approximation, which is off by about 5e-4. This one uses
-``ops.erf``. On MindSpore 2.10's CPU backend it costs the same as an Abramowitz-Stegun polynomial in the
-forward pass and trains a DeiT-S step about 20% faster, because its gradient is one fused kernel
-instead of the polynomial's chain of element-wise ops (BENCHMARKS.md).
+``ops.erf``, or the fused CPU kernel when it is active (:mod:`dvt_ms.kernels`). On MindSpore 2.10's CPU
+backend ``ops.erf`` costs the same as an Abramowitz-Stegun polynomial in the forward pass and trains a
+DeiT-S step about 20% faster, because its gradient is one fused kernel instead of the polynomial's chain
+of element-wise ops (BENCHMARKS.md).
 """
 from mindspore import Tensor, nn, ops
+
+from ..kernels import cpu_kernels_active
 
 _INV_SQRT2 = 0.7071067811865476
 
@@ -13,5 +16,15 @@ _INV_SQRT2 = 0.7071067811865476
 class GELU(nn.Cell):
     """GELU(x) = x * Phi(x) with the exact Gaussian CDF."""
 
+    def __init__(self):
+        super().__init__()
+        self.fused = cpu_kernels_active()
+        if self.fused:
+            from ..kernels.ops import gelu_op
+
+            self.fused_op = gelu_op()
+
     def construct(self, x: Tensor) -> Tensor:
+        if self.fused:
+            return self.fused_op(x)
         return 0.5 * x * (1.0 + ops.erf(x * _INV_SQRT2))

@@ -2,6 +2,10 @@
 from typing import Optional, Tuple
 
 from mindspore import Tensor, nn, ops
+from mindspore.common import dtype as mstype
+
+from ..kernels import cpu_kernels_active
+from .linear import Linear
 
 
 class Attention(nn.Cell):
@@ -19,12 +23,29 @@ class Attention(nn.Cell):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = qk_scale if qk_scale is not None else self.head_dim ** -0.5
-        self.qkv = nn.Dense(dim, dim * 3, has_bias=qkv_bias)
-        self.proj = nn.Dense(dim, dim)
+        self.qkv = Linear(dim, dim * 3, has_bias=qkv_bias)
+        self.proj = Linear(dim, dim)
         self.scores = ops.BatchMatMul(transpose_b=True)
+        # not ops.matmul: its gradient adds explicit transposes of probs and v, BatchMatMul's uses flags
+        self.weighted_sum = ops.BatchMatMul()
         self.unstack = ops.Unstack(axis=0)
+        self.fused = cpu_kernels_active()
+        if self.fused:
+            from ..kernels import ops as fused_ops
+
+            self.fused_to_heads = fused_ops.qkv_to_heads_op(num_heads)
+            self.fused_scale = Tensor([self.scale], mstype.float32)
+            self.fused_softmax = fused_ops.softmax_op()
+            self.fused_to_tokens = fused_ops.heads_to_tokens_op()
 
     def construct(self, x: Tensor, relation_bias: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+        if self.fused:
+            q, k, v = self.fused_to_heads(self.qkv(x), self.fused_scale)
+            logits = self.scores(q, k)
+            if relation_bias is not None:
+                logits = logits + relation_bias
+            probs = self.fused_softmax(logits)
+            return self.proj(self.fused_to_tokens(self.weighted_sum(probs, v))), logits, probs
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).transpose(2, 0, 3, 1, 4)
         q, k, v = self.unstack(qkv)
@@ -32,5 +53,5 @@ class Attention(nn.Cell):
         if relation_bias is not None:
             logits = logits + relation_bias
         probs = ops.softmax(logits, axis=-1)
-        out = ops.matmul(probs, v).transpose(0, 2, 1, 3).reshape(b, n, c)
+        out = self.weighted_sum(probs, v).transpose(0, 2, 1, 3).reshape(b, n, c)
         return self.proj(out), logits, probs

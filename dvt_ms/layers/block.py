@@ -6,6 +6,7 @@ from mindspore import Tensor, nn, ops
 from .attention import Attention
 from .drop_path import DropPath
 from .mlp import Mlp
+from .norm import LayerNorm
 from .reuse import FeatureReuse
 from .token_reorganization import reorganize_tokens, resolve_keep_count
 
@@ -30,11 +31,11 @@ class Block(nn.Cell):
             raise ValueError(f"keep_rate must be in (0, 1], got {keep_rate}")
         if (feature_reuse is None) != (feature_reuse_dim == 0):
             raise ValueError("feature_reuse and feature_reuse_dim must be given together")
-        self.norm1 = nn.LayerNorm((dim,), epsilon=norm_eps)
+        self.norm1 = LayerNorm((dim,), epsilon=norm_eps)
         self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale)
         self.drop_path = DropPath(drop_path)
         mlp_in = dim + feature_reuse_dim
-        self.norm2 = nn.LayerNorm((mlp_in,), epsilon=norm_eps)
+        self.norm2 = LayerNorm((mlp_in,), epsilon=norm_eps)
         self.mlp = Mlp(mlp_in, int(dim * mlp_ratio), dim)
         self.feature_reuse = feature_reuse
         self.keep_rate = keep_rate

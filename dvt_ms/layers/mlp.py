@@ -4,16 +4,24 @@ from typing import Optional
 from mindspore import Tensor, nn
 
 from .activation import GELU
+from .linear import Linear
 
 
 class Mlp(nn.Cell):
-    """fc1 -> GELU -> fc2."""
+    """fc1 -> GELU -> fc2; with the fused CPU kernels, fc1's bias and the GELU are one kernel."""
 
     def __init__(self, in_features: int, hidden_features: int, out_features: Optional[int] = None):
         super().__init__()
-        self.fc1 = nn.Dense(in_features, hidden_features)
+        self.fc1 = Linear(in_features, hidden_features)
         self.act = GELU()
-        self.fc2 = nn.Dense(hidden_features, out_features or in_features)
+        self.fc2 = Linear(hidden_features, out_features or in_features)
+        self.fused = self.fc1.fused
+        if self.fused:
+            from ..kernels.ops import bias_gelu_op
+
+            self.fused_bias_gelu = bias_gelu_op()
 
     def construct(self, x: Tensor) -> Tensor:
+        if self.fused:
+            return self.fc2(self.fused_bias_gelu(self.fc1.project(x), self.fc1.bias))
         return self.fc2(self.act(self.fc1(x)))

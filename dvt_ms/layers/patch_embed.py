@@ -5,6 +5,8 @@ CPU backend. Zero padding (the official 10x10 DVT exit uses patch 23 with paddin
 """
 from mindspore import Tensor, nn, ops
 
+from .linear import Linear
+
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     """Output length of a convolution/unfold along one axis."""
@@ -29,7 +31,7 @@ class PatchEmbed(nn.Cell):
         self.patch_size = patch_size
         self.padding = padding
         self.in_chans = in_chans
-        self.proj = nn.Dense(in_chans * patch_size * patch_size, embed_dim)
+        self.proj = Linear(in_chans * patch_size * patch_size, embed_dim)
 
     @staticmethod
     def _zero_pad(x: Tensor, pad: int) -> Tensor:

@@ -5,6 +5,7 @@ from mindspore.common.initializer import TruncatedNormal, initializer
 
 from .activation import GELU
 from .mlp import Mlp
+from .norm import LayerNorm
 from .resample import token_resample_matrix
 
 
@@ -17,7 +18,7 @@ class FeatureReuse(nn.Cell):
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, src_grid: int, dst_grid: int,
                  norm_eps: float):
         super().__init__()
-        self.norm = nn.LayerNorm((in_dim,), epsilon=norm_eps)
+        self.norm = LayerNorm((in_dim,), epsilon=norm_eps)
         self.mlp = Mlp(in_dim, hidden_dim, out_dim)
         self.resample = Tensor(token_resample_matrix(src_grid, dst_grid, class_token_weight=0.0))
 

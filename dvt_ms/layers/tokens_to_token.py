@@ -5,7 +5,9 @@ from typing import Sequence, Tuple
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
+from .linear import Linear
 from .mlp import Mlp
+from .norm import LayerNorm
 from .patch_embed import conv_output_size
 
 Unfold = Tuple[int, int, int]  # (kernel, stride, padding)
@@ -28,10 +30,10 @@ class TokenPerformer(nn.Cell):
         super().__init__()
         self.emb = emb
         self.num_features = int(emb * kernel_ratio)
-        self.kqv = nn.Dense(dim, 3 * emb)
-        self.proj = nn.Dense(emb, emb)
-        self.norm1 = nn.LayerNorm((dim,), epsilon=norm_eps)
-        self.norm2 = nn.LayerNorm((emb,), epsilon=norm_eps)
+        self.kqv = Linear(dim, 3 * emb)
+        self.proj = Linear(emb, emb)
+        self.norm1 = LayerNorm((dim,), epsilon=norm_eps)
+        self.norm2 = LayerNorm((emb,), epsilon=norm_eps)
         self.mlp = Mlp(emb, emb, emb)
         self.random_features = Parameter(Tensor(orthogonal_random_features(self.num_features, emb)),
                                          name="random_features", requires_grad=False)
@@ -78,7 +80,7 @@ class TokensToToken(nn.Cell):
             TokenPerformer(channels[i] * self.unfolds[i][0] ** 2, token_dim)
             for i in range(len(self.unfolds) - 1)
         ])
-        self.project = nn.Dense(token_dim * self.unfolds[-1][0] ** 2, embed_dim)
+        self.project = Linear(token_dim * self.unfolds[-1][0] ** 2, embed_dim)
 
     @staticmethod
     def _soft_split(x: Tensor, unfold: Unfold) -> Tensor:

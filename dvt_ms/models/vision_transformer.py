@@ -6,7 +6,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal, initializer
 
-from ..layers import Block, FeatureReuse, RelationReuse
+from ..layers import Block, FeatureReuse, LayerNorm, Linear, RelationReuse
 from .tokenizers import PatchTokenizer, Tokenizer
 
 
@@ -89,8 +89,8 @@ class VisionTransformer(nn.Cell):
         if reuse is not None and reuse.relation_reuse:
             self.relation_reuse = RelationReuse(reuse.relation_channels, depth * num_heads,
                                                 reuse.grid_size, self.grid_size)
-        self.norm = nn.LayerNorm((embed_dim,), epsilon=norm_eps)
-        self.head = nn.Dense(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.norm = LayerNorm((embed_dim,), epsilon=norm_eps)
+        self.head = Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self._init_weights()
 
     def _init_weights(self) -> None:

@@ -252,7 +252,7 @@ class Trainer:
         from ..utils.device import configure_device
 
         config = self.config
-        self.device = configure_device(config.device_target, config.ms_mode)
+        self.device = configure_device(config.device_target, config.ms_mode, config.cpu_kernels)
         if self.device != config.device_target:
             logger.warning("training on %s instead of the requested %s", self.device, config.device_target)
         if self.dist is None:

@@ -1,7 +1,11 @@
 """Device and execution-mode selection, with a CPU fallback."""
 import logging
 
+from typing import Optional
+
 import mindspore as ms
+
+from ..kernels import library_path, set_cpu_kernels
 
 logger = logging.getLogger(__name__)
 
@@ -17,10 +21,12 @@ def device_available(device_target: str) -> bool:
         return False
 
 
-def configure_device(device_target: str = "CPU", mode: str = "graph") -> str:
+def configure_device(device_target: str = "CPU", mode: str = "graph", cpu_kernels: Optional[str] = None) -> str:
     """Set MindSpore's device and mode; fall back to CPU (with a warning) if the device is absent.
 
-    Returns the device actually used.
+    ``cpu_kernels`` (``auto``/``on``/``off``, default: unchanged) sets the mode of the fused CPU kernels
+    (:mod:`dvt_ms.kernels`) for the layers built afterwards; ``on`` builds them now, so that a missing
+    compiler fails here. Returns the device actually used.
     """
     if device_target not in DEVICE_TARGETS:
         raise ValueError(f"device_target must be one of {', '.join(DEVICE_TARGETS)}, got {device_target!r}")
@@ -32,4 +38,8 @@ def configure_device(device_target: str = "CPU", mode: str = "graph") -> str:
         chosen = "CPU"
     ms.set_context(mode=MODES[mode])
     ms.set_device(chosen)
+    if cpu_kernels is not None:
+        set_cpu_kernels(cpu_kernels)
+        if cpu_kernels == "on" and chosen == "CPU":
+            library_path()
     return chosen

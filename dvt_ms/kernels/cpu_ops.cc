@@ -1,0 +1,459 @@
+// Fused float32 CPU kernels, loaded by MindSpore as AOT custom operators (ops.Custom(func_type="aot")).
+// Every entry point has MindSpore's AOT signature: params holds the inputs, then the outputs.
+// Work is split into contiguous row ranges over std::threads; each range is computed the same way
+// whatever the thread count, so results do not depend on timing.
+#include <sched.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+namespace {
+
+constexpr float kInvSqrt2 = 0.70710678118654752f;
+constexpr float kInvSqrt2Pi = 0.39894228040143268f;
+constexpr int64_t kMinElementsPerThread = 32768;
+constexpr int kLanes = 16;
+
+int MaxThreads() {
+  static const int threads = [] {
+    const char *env = std::getenv("DVT_MS_KERNEL_THREADS");
+    if (env != nullptr && std::atoi(env) > 0) return std::atoi(env);
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+    return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  }();
+  return threads;
+}
+
+// Number of row ranges for `rows` rows of `cols` elements.
+int Chunks(int64_t rows, int64_t cols) {
+  const int64_t by_size = std::max<int64_t>(1, rows * cols / kMinElementsPerThread);
+  return static_cast<int>(std::min<int64_t>({by_size, rows, MaxThreads()}));
+}
+
+// fn(chunk, begin, end) over `chunks` contiguous ranges of [0, rows); chunk 0 runs on the caller.
+template <typename Fn>
+void ParallelRows(int64_t rows, int chunks, Fn fn) {
+  if (chunks <= 1) {
+    fn(0, 0, rows);
+    return;
+  }
+  std::vector<std::thread> workers;
+  workers.reserve(chunks - 1);
+  for (int t = 1; t < chunks; ++t) {
+    workers.emplace_back(fn, t, rows * t / chunks, rows * (t + 1) / chunks);
+  }
+  fn(0, 0, rows / chunks);
+  for (auto &worker : workers) worker.join();
+}
+
+int64_t Rows(int ndim, const int64_t *shape) {
+  int64_t rows = 1;
+  for (int i = 0; i < ndim - 1; ++i) rows *= shape[i];
+  return rows;
+}
+
+// Sum with kLanes independent accumulators, which the compiler vectorizes without -ffast-math.
+inline float Sum(const float *x, int64_t n) {
+  float lanes[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) lanes[j] += x[i + j];
+  }
+  float total = 0.0f;
+  for (int j = 0; j < kLanes; ++j) total += lanes[j];
+  for (; i < n; ++i) total += x[i];
+  return total;
+}
+
+inline float Dot(const float *x, const float *y, int64_t n) {
+  float lanes[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) lanes[j] += x[i + j] * y[i + j];
+  }
+  float total = 0.0f;
+  for (int j = 0; j < kLanes; ++j) total += lanes[j];
+  for (; i < n; ++i) total += x[i] * y[i];
+  return total;
+}
+
+inline float Max(const float *x, int64_t n) {
+  float best = x[0];
+  for (int64_t i = 1; i < n; ++i) best = x[i] > best ? x[i] : best;
+  return best;
+}
+
+// exp(x) with a relative error below 2e-7, branch-free so that loops over it vectorize.
+// NaN stays NaN; the result saturates to 0 below -87.3 and to FLT_MAX-range above 88.7.
+inline float Exp(float x) {
+  const float clamped = x < -87.3f ? -87.3f : (x > 88.7f ? 88.7f : x);
+  // n = round(clamped / ln 2): adding and subtracting 1.5 * 2^23 rounds, and unlike floor() it vectorizes
+  const float n = (clamped * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const float r = clamped - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const float scale = __builtin_bit_cast(float, (static_cast<int32_t>(n) + 127) * (1 << 23));
+  const float result = p * scale;
+  return x != x ? x : result;
+}
+
+// Gaussian CDF Phi(x) = (1 + erf(x / sqrt 2)) / 2, erf by Abramowitz-Stegun 7.1.26 (|error| < 1.5e-7).
+inline float Phi(float x) {
+  const float z = x * kInvSqrt2;
+  const float a = z < 0.0f ? -z : z;
+  const float t = 1.0f / (1.0f + 0.3275911f * a);
+  const float poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f +
+                                                                                        t * 1.061405429f))));
+  const float erf_abs = 1.0f - poly * Exp(-a * a);
+  return 0.5f * (1.0f + (z < 0.0f ? -erf_abs : erf_abs));
+}
+
+inline float Gelu(float x) { return x * Phi(x); }
+
+inline float GeluGrad(float x) { return Phi(x) + x * kInvSqrt2Pi * Exp(-0.5f * x * x); }
+
+// GELU(x + bias) over rows; a null bias means none.
+void BiasGeluRows(const float *__restrict x, const float *__restrict bias, float *__restrict y, int64_t rows,
+                  int64_t cols) {
+  if (bias == nullptr) {
+    for (int64_t i = 0; i < rows * cols; ++i) y[i] = Gelu(x[i]);
+    return;
+  }
+  for (int64_t r = 0; r < rows; ++r, x += cols, y += cols) {
+    for (int64_t c = 0; c < cols; ++c) y[c] = Gelu(x[c] + bias[c]);
+  }
+}
+
+void BiasGeluGradRows(const float *__restrict dy, const float *__restrict x, const float *__restrict bias,
+                      float *__restrict dx, int64_t rows, int64_t cols) {
+  if (bias == nullptr) {
+    for (int64_t i = 0; i < rows * cols; ++i) dx[i] = dy[i] * GeluGrad(x[i]);
+    return;
+  }
+  for (int64_t r = 0; r < rows; ++r, dy += cols, x += cols, dx += cols) {
+    for (int64_t c = 0; c < cols; ++c) dx[c] = dy[c] * GeluGrad(x[c] + bias[c]);
+  }
+}
+
+void SoftmaxRows(const float *__restrict x, float *__restrict y, int64_t rows, int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r, x += cols, y += cols) {
+    const float top = Max(x, cols);
+    for (int64_t c = 0; c < cols; ++c) y[c] = Exp(x[c] - top);
+    const float inv = 1.0f / Sum(y, cols);
+    for (int64_t c = 0; c < cols; ++c) y[c] *= inv;
+  }
+}
+
+// Token-major [B, N, P * H * D] <-> P head-major [B, H, N, D] tensors (P = 3 for q, k, v), part 0 scaled.
+void TokensToHeadsRows(const float *tokens, float *const *heads, int parts, float scale, int64_t begin,
+                       int64_t end, int64_t n_heads, int64_t n_tokens, int64_t head_dim) {
+  const int64_t width = n_heads * head_dim;
+  for (int64_t row = begin; row < end; ++row) {
+    const int64_t b = row / n_tokens, n = row % n_tokens;
+    const float *src = tokens + row * parts * width;
+    for (int part = 0; part < parts; ++part) {
+      const float factor = part == 0 ? scale : 1.0f;
+      for (int64_t h = 0; h < n_heads; ++h, src += head_dim) {
+        float *dst = heads[part] + ((b * n_heads + h) * n_tokens + n) * head_dim;
+        for (int64_t d = 0; d < head_dim; ++d) dst[d] = src[d] * factor;
+      }
+    }
+  }
+}
+
+void HeadsToTokensRows(const float *const *heads, float *tokens, int parts, float scale, int64_t begin,
+                       int64_t end, int64_t n_heads, int64_t n_tokens, int64_t head_dim) {
+  const int64_t width = n_heads * head_dim;
+  for (int64_t row = begin; row < end; ++row) {
+    const int64_t b = row / n_tokens, n = row % n_tokens;
+    float *dst = tokens + row * parts * width;
+    for (int part = 0; part < parts; ++part) {
+      const float factor = part == 0 ? scale : 1.0f;
+      for (int64_t h = 0; h < n_heads; ++h, dst += head_dim) {
+        const float *src = heads[part] + ((b * n_heads + h) * n_tokens + n) * head_dim;
+        for (int64_t d = 0; d < head_dim; ++d) dst[d] = src[d] * factor;
+      }
+    }
+  }
+}
+
+// The dimensions of a head-major [B, H, N, D] tensor.
+struct HeadShape {
+  int64_t batch, heads, tokens, dim;
+  explicit HeadShape(const int64_t *shape) : batch(shape[0]), heads(shape[1]), tokens(shape[2]), dim(shape[3]) {}
+};
+
+// x - x is 0 for a finite x and NaN for NaN or +-Inf.
+int64_t CountNonFinite(const float *__restrict x, int64_t n) {
+  int64_t count = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float zero = x[i] - x[i];
+    count += zero != zero;
+  }
+  return count;
+}
+
+// Column sums of a [rows, cols] matrix, each thread summing its rows into its own partial row.
+void ColumnSums(const float *x, int64_t rows, int64_t cols, float *out) {
+  const int chunks = Chunks(rows, cols);
+  std::vector<float> partial(static_cast<size_t>(chunks) * cols, 0.0f);
+  ParallelRows(rows, chunks, [&](int chunk, int64_t begin, int64_t end) {
+    float *acc = partial.data() + chunk * cols;
+    for (int64_t r = begin; r < end; ++r) {
+      const float *xr = x + r * cols;
+      for (int64_t c = 0; c < cols; ++c) acc[c] += xr[c];
+    }
+  });
+  std::fill(out, out + cols, 0.0f);
+  for (int chunk = 0; chunk < chunks; ++chunk) {
+    const float *acc = partial.data() + chunk * cols;
+    for (int64_t c = 0; c < cols; ++c) out[c] += acc[c];
+  }
+}
+
+// Every parameter must be float32; any other dtype returns an error status to MindSpore instead of
+// reading the bytes as floats.
+bool AllFloat32(int nparam, const char **dtypes) {
+  for (int i = 0; i < nparam; ++i) {
+    if (std::strcmp(dtypes[i], "float32") != 0) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+#define DVT_KERNEL(name)                                                                                    \
+  static int name##Body(void **params, int *ndims, int64_t **shapes);                                      \
+  extern "C" int name(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,         \
+                      void *stream, void *extra) {                                                         \
+    return AllFloat32(nparam, dtypes) ? name##Body(params, ndims, shapes) : 1;                             \
+  }                                                                                                        \
+  static int name##Body(void **params, int *ndims, int64_t **shapes)
+
+#define IN(i) static_cast<const float *>(params[i])
+#define OUT(i) static_cast<float *>(params[i])
+
+// LayerNorm over the last axis. in: x [R, C], gamma [C], beta [C], eps [1]; out: y, mean [R], rstd [R]
+DVT_KERNEL(LayerNormForward) {
+  const float *x = IN(0), *gamma = IN(1), *beta = IN(2);
+  const float eps = *IN(3);
+  float *y = OUT(4), *mean = OUT(5), *rstd = OUT(6);
+  const int64_t cols = shapes[0][ndims[0] - 1], rows = Rows(ndims[0], shapes[0]);
+  ParallelRows(rows, Chunks(rows, cols), [&](int, int64_t begin, int64_t end) {
+    std::vector<float> centered(cols);
+    for (int64_t r = begin; r < end; ++r) {
+      const float *xr = x + r * cols;
+      float *yr = y + r * cols;
+      const float mu = Sum(xr, cols) / cols;
+      for (int64_t c = 0; c < cols; ++c) centered[c] = xr[c] - mu;
+      const float inv = 1.0f / std::sqrt(Dot(centered.data(), centered.data(), cols) / cols + eps);
+      for (int64_t c = 0; c < cols; ++c) yr[c] = centered[c] * inv * gamma[c] + beta[c];
+      mean[r] = mu;
+      rstd[r] = inv;
+    }
+  });
+  return 0;
+}
+
+// Gradient of LayerNormForward.
+// in: dy [R, C], x [R, C], gamma [C], mean [R], rstd [R]; out: dx [R, C], dgamma [C], dbeta [C]
+DVT_KERNEL(LayerNormBackward) {
+  const float *dy = IN(0), *x = IN(1), *gamma = IN(2), *mean = IN(3), *rstd = IN(4);
+  float *dx = OUT(5), *dgamma = OUT(6), *dbeta = OUT(7);
+  const int64_t cols = shapes[0][ndims[0] - 1], rows = Rows(ndims[0], shapes[0]);
+  const int chunks = Chunks(rows, cols);
+  std::vector<float> partial(static_cast<size_t>(chunks) * 2 * cols, 0.0f);
+  ParallelRows(rows, chunks, [&](int chunk, int64_t begin, int64_t end) {
+    float *acc_gamma = partial.data() + chunk * 2 * cols;
+    float *acc_beta = acc_gamma + cols;
+    std::vector<float> xhat(cols), g(cols);
+    for (int64_t r = begin; r < end; ++r) {
+      const float *dyr = dy + r * cols, *xr = x + r * cols;
+      float *dxr = dx + r * cols;
+      const float mu = mean[r], inv = rstd[r];
+      for (int64_t c = 0; c < cols; ++c) {
+        xhat[c] = (xr[c] - mu) * inv;
+        g[c] = dyr[c] * gamma[c];
+        acc_gamma[c] += dyr[c] * xhat[c];
+        acc_beta[c] += dyr[c];
+      }
+      const float mean_g = Sum(g.data(), cols) / cols;
+      const float mean_gx = Dot(g.data(), xhat.data(), cols) / cols;
+      for (int64_t c = 0; c < cols; ++c) dxr[c] = inv * (g[c] - mean_g - xhat[c] * mean_gx);
+    }
+  });
+  std::fill(dgamma, dgamma + cols, 0.0f);
+  std::fill(dbeta, dbeta + cols, 0.0f);
+  for (int chunk = 0; chunk < chunks; ++chunk) {
+    const float *acc_gamma = partial.data() + chunk * 2 * cols;
+    for (int64_t c = 0; c < cols; ++c) {
+      dgamma[c] += acc_gamma[c];
+      dbeta[c] += acc_gamma[cols + c];
+    }
+  }
+  return 0;
+}
+
+// y = GELU(x + bias), exact GELU. in: x [R, C], bias [C]; out: y [R, C]
+DVT_KERNEL(BiasGeluForward) {
+  const float *x = IN(0), *bias = IN(1);
+  float *y = OUT(2);
+  const int64_t cols = shapes[0][ndims[0] - 1], rows = Rows(ndims[0], shapes[0]);
+  ParallelRows(rows, Chunks(rows, cols), [&](int, int64_t begin, int64_t end) {
+    BiasGeluRows(x + begin * cols, bias, y + begin * cols, end - begin, cols);
+  });
+  return 0;
+}
+
+// Gradient of BiasGeluForward. in: dy [R, C], x [R, C], bias [C]; out: dx [R, C], dbias [C]
+DVT_KERNEL(BiasGeluBackward) {
+  const float *dy = IN(0), *x = IN(1), *bias = IN(2);
+  float *dx = OUT(3), *dbias = OUT(4);
+  const int64_t cols = shapes[0][ndims[0] - 1], rows = Rows(ndims[0], shapes[0]);
+  ParallelRows(rows, Chunks(rows, cols), [&](int, int64_t begin, int64_t end) {
+    BiasGeluGradRows(dy + begin * cols, x + begin * cols, bias, dx + begin * cols, end - begin, cols);
+  });
+  ColumnSums(dx, rows, cols, dbias);
+  return 0;
+}
+
+// Exact GELU, element-wise. in: x; out: y
+DVT_KERNEL(GeluForward) {
+  const float *x = IN(0);
+  float *y = OUT(1);
+  const int64_t cols = shapes[0][ndims[0] - 1], rows = Rows(ndims[0], shapes[0]);
+  ParallelRows(rows, Chunks(rows, cols), [&](int, int64_t begin, int64_t end) {
+    BiasGeluRows(x + begin * cols, nullptr, y + begin * cols, end - begin, cols);
+  });
+  return 0;
+}
+
+// Gradient of GeluForward. in: dy, x; out: dx
+DVT_KERNEL(GeluBackward) {
+  const float *dy = IN(0), *x = IN(1);
+  float *dx = OUT(2);
+  const int64_t cols = shapes[0][ndims[0] - 1], rows = Rows(ndims[0], shapes[0]);
+  ParallelRows(rows, Chunks(rows, cols), [&](int, int64_t begin, int64_t end) {
+    BiasGeluGradRows(dy + begin * cols, x + begin * cols, nullptr, dx + begin * cols, end - begin, cols);
+  });
+  return 0;
+}
+
+// y = x + bias over the last axis. in: x [R, C], bias [C]; out: y [R, C]
+DVT_KERNEL(BiasAddForward) {
+  const float *x = IN(0), *bias = IN(1);
+  float *y = OUT(2);
+  const int64_t cols = shapes[0][ndims[0] - 1], rows = Rows(ndims[0], shapes[0]);
+  ParallelRows(rows, Chunks(rows, cols), [&](int, int64_t begin, int64_t end) {
+    for (int64_t i = begin * cols; i < end * cols; i += cols) {
+      for (int64_t c = 0; c < cols; ++c) y[i + c] = x[i + c] + bias[c];
+    }
+  });
+  return 0;
+}
+
+// Sums over every axis but the last: the bias gradient. in: dy [R, C]; out: [C]
+DVT_KERNEL(ColumnSum) {
+  const int64_t cols = shapes[0][ndims[0] - 1], rows = Rows(ndims[0], shapes[0]);
+  ColumnSums(IN(0), rows, cols, OUT(1));
+  return 0;
+}
+
+// Softmax over the last axis. in: x [R, C]; out: y [R, C]
+DVT_KERNEL(SoftmaxForward) {
+  const float *x = IN(0);
+  float *y = OUT(1);
+  const int64_t cols = shapes[0][ndims[0] - 1], rows = Rows(ndims[0], shapes[0]);
+  ParallelRows(rows, Chunks(rows, cols), [&](int, int64_t begin, int64_t end) {
+    SoftmaxRows(x + begin * cols, y + begin * cols, end - begin, cols);
+  });
+  return 0;
+}
+
+// Gradient of SoftmaxForward from its output. in: dy [R, C], y [R, C]; out: dx [R, C]
+DVT_KERNEL(SoftmaxBackward) {
+  const float *dy = IN(0), *y = IN(1);
+  float *dx = OUT(2);
+  const int64_t cols = shapes[0][ndims[0] - 1], rows = Rows(ndims[0], shapes[0]);
+  ParallelRows(rows, Chunks(rows, cols), [&](int, int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float *dyr = dy + r * cols, *yr = y + r * cols;
+      float *dxr = dx + r * cols;
+      const float inner = Dot(dyr, yr, cols);
+      for (int64_t c = 0; c < cols; ++c) dxr[c] = yr[c] * (dyr[c] - inner);
+    }
+  });
+  return 0;
+}
+
+// How many elements are NaN or +-Inf. in: x (any shape); out: count [1]
+DVT_KERNEL(NonFiniteCount) {
+  const float *x = IN(0);
+  int64_t n = 1;
+  for (int i = 0; i < ndims[0]; ++i) n *= shapes[0][i];
+  const int chunks = Chunks(n, 1);
+  std::vector<int64_t> counts(chunks, 0);
+  ParallelRows(n, chunks, [&](int chunk, int64_t begin, int64_t end) {
+    counts[chunk] = CountNonFinite(x + begin, end - begin);
+  });
+  int64_t total = 0;
+  for (int64_t count : counts) total += count;
+  *OUT(1) = static_cast<float>(total);
+  return 0;
+}
+
+// q, k, v heads from the qkv projection. in: qkv [B, N, 3 * H * D], scale [1];
+// out: q * scale, k, v, each [B, H, N, D]
+DVT_KERNEL(QkvToHeads) {
+  const HeadShape hs(shapes[2]);
+  float *heads[3] = {OUT(2), OUT(3), OUT(4)};
+  const int64_t rows = hs.batch * hs.tokens;
+  ParallelRows(rows, Chunks(rows, 3 * hs.heads * hs.dim), [&](int, int64_t begin, int64_t end) {
+    TokensToHeadsRows(IN(0), heads, 3, *IN(1), begin, end, hs.heads, hs.tokens, hs.dim);
+  });
+  return 0;
+}
+
+// Gradient of QkvToHeads. in: dq, dk, dv [B, H, N, D], scale [1]; out: dqkv [B, N, 3 * H * D]
+DVT_KERNEL(HeadsToQkv) {
+  const HeadShape hs(shapes[0]);
+  const float *heads[3] = {IN(0), IN(1), IN(2)};
+  const int64_t rows = hs.batch * hs.tokens;
+  ParallelRows(rows, Chunks(rows, 3 * hs.heads * hs.dim), [&](int, int64_t begin, int64_t end) {
+    HeadsToTokensRows(heads, OUT(4), 3, *IN(3), begin, end, hs.heads, hs.tokens, hs.dim);
+  });
+  return 0;
+}
+
+// Attention output back to tokens. in: x [B, H, N, D]; out: [B, N, H * D]
+DVT_KERNEL(HeadsToTokens) {
+  const HeadShape hs(shapes[0]);
+  const float *heads[1] = {IN(0)};
+  const int64_t rows = hs.batch * hs.tokens;
+  ParallelRows(rows, Chunks(rows, hs.heads * hs.dim), [&](int, int64_t begin, int64_t end) {
+    HeadsToTokensRows(heads, OUT(1), 1, 1.0f, begin, end, hs.heads, hs.tokens, hs.dim);
+  });
+  return 0;
+}
+
+// Gradient of HeadsToTokens. in: dy [B, N, H * D], x [B, H, N, D] (for its shape); out: dx [B, H, N, D]
+DVT_KERNEL(TokensToHeads) {
+  const HeadShape hs(shapes[1]);
+  float *heads[1] = {OUT(2)};
+  const int64_t rows = hs.batch * hs.tokens;
+  ParallelRows(rows, Chunks(rows, hs.heads * hs.dim), [&](int, int64_t begin, int64_t end) {
+    TokensToHeadsRows(IN(0), heads, 1, 1.0f, begin, end, hs.heads, hs.tokens, hs.dim);
+  });
+  return 0;
+}

@@ -1,0 +1,288 @@
+"""The fused CPU kernels (dvt_ms.kernels): each op and whole models against MindSpore's own ops, forward and
+backward; NaN/Inf handling; dtype and dynamic-shape guards; the build, its cache key and its fallback."""
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import mindspore as ms
+import numpy as np
+import pytest
+from mindspore import Tensor, nn, ops
+
+from dvt_ms import create_model
+from dvt_ms import kernels
+from dvt_ms.kernels import cpu_kernels, cpu_kernels_active, disable_cpu_kernels, stock_ops
+from dvt_ms.kernels import ops as kernel_ops
+from tests.conftest import ROOT
+
+needs_kernels = pytest.mark.skipif(not cpu_kernels_active(), reason="the fused CPU kernels cannot be built here")
+
+TINY = dict(embed_dim=48, depth=2, num_heads=3, mlp_ratio=2.0, num_classes=10)
+RNG = np.random.default_rng(0)
+
+
+def tensor(*shape, scale=1.0):
+    return Tensor((RNG.standard_normal(shape) * scale).astype(np.float32))
+
+
+def fused_and_stock(build):
+    """The same cell built with and without the kernels, sharing one set of weights."""
+    with cpu_kernels("on"):
+        fused = build()
+    with cpu_kernels("off"):
+        stock = build()
+    weights = {p.name: ms.Parameter(Tensor(p.asnumpy()), name=p.name) for p in fused.get_parameters()}
+    assert ms.load_param_into_net(stock, weights) == ([], [])
+    return fused, stock
+
+
+class Probe(nn.Cell):
+    """``sum(f(*inputs) * weight)`` for a fixed random weight, so gradients are generic."""
+
+    def __init__(self, cell, weight):
+        super().__init__()
+        self.cell = cell
+        self.weight = weight
+
+    def construct(self, *inputs):
+        out = self.cell(*inputs)
+        if isinstance(out, tuple):
+            out = out[0]
+        return (out * self.weight).sum()
+
+
+def outputs_and_grads(cell, inputs, weight):
+    probe = Probe(cell, weight)
+    grad_fn = ms.value_and_grad(probe, tuple(range(len(inputs))), probe.trainable_params())
+    _, (input_grads, param_grads) = grad_fn(*inputs)
+    input_grads = (input_grads,) if isinstance(input_grads, Tensor) else input_grads
+    out = cell(*inputs)
+    out = out[0] if isinstance(out, tuple) else out
+    return [out.asnumpy()] + [g.asnumpy() for g in input_grads] + [g.asnumpy() for g in param_grads]
+
+
+def assert_same(fused_values, stock_values, atol):
+    assert len(fused_values) == len(stock_values)
+    for i, (a, b) in enumerate(zip(fused_values, stock_values)):
+        assert a.shape == b.shape, i
+        scale = max(1.0, float(np.abs(b).max()))
+        np.testing.assert_allclose(a, b, rtol=0, atol=atol * scale, err_msg=f"value {i}")
+
+
+# ---- single layers, shapes below and above the threading threshold, widths that are not multiples of 16
+class SoftmaxCell(nn.Cell):
+    def __init__(self):
+        super().__init__()
+        self.fused = cpu_kernels_active()
+        if self.fused:
+            self.op = kernel_ops.softmax_op()
+
+    def construct(self, x):
+        return self.op(x) if self.fused else ops.softmax(x, axis=-1)
+
+
+@needs_kernels
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (8, 6, 197, 197)])
+def test_softmax_matches_mindspore(shape):
+    fused, stock = fused_and_stock(SoftmaxCell)
+    x, w = tensor(*shape, scale=3.0), tensor(*shape)
+    assert_same(outputs_and_grads(fused, [x], w), outputs_and_grads(stock, [x], w), 2e-6)
+
+
+@needs_kernels
+@pytest.mark.parametrize("shape", [(3, 37, 19), (8, 197, 384)])
+def test_layer_norm_matches_mindspore(shape):
+    from dvt_ms.layers import LayerNorm
+
+    def build():
+        norm = LayerNorm((shape[-1],), epsilon=1e-6)
+        norm.gamma.set_data(tensor(shape[-1]))
+        norm.beta.set_data(tensor(shape[-1]))
+        return norm
+
+    fused, stock = fused_and_stock(build)
+    assert fused.fused and not stock.fused
+    x, w = tensor(*shape, scale=2.0) + 3.0, tensor(*shape)
+    assert_same(outputs_and_grads(fused, [x], w), outputs_and_grads(stock, [x], w), 1e-5)
+
+
+@needs_kernels
+@pytest.mark.parametrize("shape,hidden", [((3, 5, 7), 13), ((8, 197, 96), 384)])
+def test_mlp_linear_and_gelu_match_mindspore(shape, hidden):
+    from dvt_ms.layers import Mlp
+
+    fused, stock = fused_and_stock(lambda: Mlp(shape[-1], hidden, shape[-1]))
+    assert fused.fused and fused.fc2.fused and fused.act.fused
+    x, w = tensor(*shape, scale=2.0), tensor(*shape)
+    assert_same(outputs_and_grads(fused, [x], w), outputs_and_grads(stock, [x], w), 1e-5)
+
+
+@needs_kernels
+def test_gelu_layer_matches_mindspore():
+    from dvt_ms.layers import GELU
+
+    fused, stock = fused_and_stock(GELU)
+    x, w = tensor(4, 5, 6001, scale=4.0), tensor(4, 5, 6001)
+    assert_same(outputs_and_grads(fused, [x], w), outputs_and_grads(stock, [x], w), 1e-6)
+
+
+@needs_kernels
+@pytest.mark.parametrize("heads,tokens,bias", [(3, 5, True), (6, 197, False)])
+def test_attention_matches_mindspore(heads, tokens, bias):
+    from dvt_ms.layers import Attention
+
+    dim = heads * 16
+    fused, stock = fused_and_stock(lambda: Attention(dim, heads, qkv_bias=bias))
+    x, relation = tensor(2, tokens, dim), tensor(2, heads, tokens, tokens)
+    w = tensor(2, tokens, dim)
+    assert_same(outputs_and_grads(fused, [x, relation], w), outputs_and_grads(stock, [x, relation], w), 1e-5)
+
+
+@needs_kernels
+def test_gelu_is_exact_over_a_wide_range():
+    from dvt_ms.layers import GELU
+
+    with cpu_kernels("on"):
+        gelu = GELU()
+    x = np.concatenate([np.linspace(-12, 12, 20001), [-100.0, 100.0, 0.0]]).astype(np.float32)
+    expected = np.array([v * 0.5 * (1 + math.erf(v / math.sqrt(2))) for v in x.astype(np.float64)])
+    error = np.abs(gelu(Tensor(x)).asnumpy() - expected)
+    assert (error <= 1e-7 * np.abs(expected) + 3e-7).all(), float(error.max())    # erf to 1.5e-7
+
+
+@needs_kernels
+def test_non_finite_values_propagate_and_are_counted():
+    from dvt_ms.layers import GELU, LayerNorm
+
+    with cpu_kernels("on"):
+        softmax, gelu, norm = SoftmaxCell(), GELU(), LayerNorm((8,))
+        count = kernel_ops.non_finite_count_op()
+    x = RNG.standard_normal((4, 8)).astype(np.float32)
+    x[1, 3], x[2, 0] = np.nan, np.inf
+    probs = softmax(Tensor(x)).asnumpy()
+    assert np.isnan(probs[1]).all() and np.isnan(probs[2]).all()       # as in torch and MindSpore
+    np.testing.assert_allclose(probs[[0, 3]].sum(-1), 1.0, rtol=1e-6)
+    assert np.isnan(gelu(Tensor(x)).asnumpy()[1, 3])
+    normed = norm(Tensor(x)).asnumpy()
+    assert np.isnan(normed[1]).all() and np.isfinite(normed[[0, 3]]).all()
+    big = np.zeros(100_003, np.float32)
+    big[[0, 7, 50_000, 100_002]] = [np.nan, np.inf, -np.inf, np.nan]
+    assert count(Tensor(big)).asnumpy().tolist() == [4.0]
+    assert count(Tensor(np.full((3, 3), 1e38, np.float32))).asnumpy().tolist() == [0.0]
+
+
+@needs_kernels
+def test_large_logits_do_not_overflow():
+    with cpu_kernels("on"):
+        softmax = SoftmaxCell()
+    x = np.array([[88.0, -88.0, 0.0, 87.0], [-1e4, -1e4 + 1, -1e4, -1e4]], np.float32)
+    expected = np.exp(x - x.max(-1, keepdims=True))
+    expected /= expected.sum(-1, keepdims=True)
+    np.testing.assert_allclose(softmax(Tensor(x)).asnumpy(), expected, rtol=1e-6, atol=1e-30)
+
+
+@needs_kernels
+def test_float16_inputs_are_refused_with_the_kernel_named():
+    with cpu_kernels("on"):
+        softmax = SoftmaxCell()
+    with pytest.raises(TypeError, match="SoftmaxForward takes float32"):
+        softmax(Tensor(np.ones((2, 3), np.float16)))
+
+
+# ---- whole models
+@needs_kernels
+@pytest.mark.parametrize("name,extra", [("deit_small", {}), ("evit_deit_small", {"keep_rate": 0.7, "drop_loc": [1], "fuse_token": True}),
+                                        ("dvt_deit_small", {}), ("dvt_t2t_vit_12", {})])
+def test_models_match_mindspore_ops(name, extra):
+    def build():
+        ms.set_seed(3)
+        return create_model(name, **TINY, **extra)
+
+    fused, stock = fused_and_stock(build)
+    assert disable_cpu_kernels(stock) == 0 and sum(getattr(c, "fused", False) for _, c in fused.cells_and_names())
+    x = tensor(2, 3, 224, 224)
+    with_exits = isinstance(fused(x), tuple)
+    w = tensor(2, TINY["num_classes"])
+
+    class LastExit(nn.Cell):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def construct(self, images):
+            out = self.net(images)
+            return out[-1] if with_exits else out
+
+    assert_same(outputs_and_grads(LastExit(fused), [x], w), outputs_and_grads(LastExit(stock), [x], w), 2e-5)
+
+
+@needs_kernels
+def test_export_uses_mindspore_ops_and_keeps_the_model_fused(tmp_path):
+    from dvt_ms.export import export_cascade
+
+    with cpu_kernels("on"):
+        net = create_model("dvt_deit_small", **TINY)
+    manifest = export_cascade(net, tmp_path)
+    assert manifest.is_file() and len(list(tmp_path.glob("*.mindir"))) == net.num_exits
+    assert net.stages[0].blocks[0].norm1.fused
+    with stock_ops(net):
+        assert not net.stages[0].blocks[0].norm1.fused
+    assert net.stages[0].blocks[0].norm1.fused
+
+
+# ---- modes, build and fallback
+def test_modes_are_validated(monkeypatch):
+    with pytest.raises(ValueError, match="cpu_kernels must be one of auto, on, off, got 'fast'"):
+        kernels.set_cpu_kernels("fast")
+    with cpu_kernels("off"):
+        assert not cpu_kernels_active()
+        monkeypatch.setenv("DVT_MS_CPU_KERNELS", "yes")
+        assert kernels.get_cpu_kernels() == "off"       # an explicit choice beats the environment
+    monkeypatch.setattr(kernels, "_mode", None)
+    with pytest.raises(ValueError, match="DVT_MS_CPU_KERNELS must be one of auto, on, off, got 'yes'"):
+        kernels.get_cpu_kernels()
+
+
+def test_the_cache_key_follows_the_source_flags_and_cpu(monkeypatch):
+    key = kernels.library_key()
+    monkeypatch.setattr(kernels, "_cpu_signature", lambda: "another cpu")
+    assert kernels.library_key() != key
+    monkeypatch.undo()
+    monkeypatch.setattr(kernels, "FLAGS", kernels.FLAGS + ("-DOTHER",))
+    assert kernels.library_key() != key
+
+
+def _run_without_compiler(mode, tmp_path):
+    code = textwrap.dedent(f"""
+        import logging, sys
+        logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(levelname)s %(message)s")
+        sys.path.insert(0, {str(ROOT)!r})
+        import numpy as np
+        from mindspore import Tensor
+        from dvt_ms import create_model
+        from dvt_ms.utils.device import configure_device
+        configure_device("CPU", "graph", {mode!r})
+        net = create_model("deit_small", embed_dim=48, depth=1, num_heads=3, num_classes=4)
+        print("fused layers:", sum(getattr(c, "fused", False) for _, c in net.cells_and_names()))
+        print("logits:", net(Tensor(np.zeros((1, 3, 224, 224), np.float32))).shape)
+    """)
+    env = dict(os.environ, CXX=str(tmp_path / "no-such-compiler"), DVT_MS_KERNEL_CACHE=str(tmp_path / "cache"),
+               GLOG_v="3")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_without_a_compiler_auto_falls_back_with_a_warning(tmp_path):
+    result = _run_without_compiler("auto", tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "fused CPU kernels unavailable" in result.stdout and "no-such-compiler" in result.stdout
+    assert "fused layers: 0" in result.stdout and "logits: (1, 4)" in result.stdout
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
+
+
+def test_without_a_compiler_on_is_an_error(tmp_path):
+    result = _run_without_compiler("on", tmp_path)
+    assert result.returncode != 0
+    assert "KernelBuildError" in result.stderr and "no-such-compiler" in result.stderr
+    assert "logits:" not in result.stdout
