@@ -170,7 +170,9 @@ def test_non_finite_values_propagate_and_are_counted():
     big = np.zeros(100_003, np.float32)
     big[[0, 7, 50_000, 100_002]] = [np.nan, np.inf, -np.inf, np.nan]
     assert count(Tensor(big)).asnumpy().tolist() == [4.0]
-    assert count(Tensor(np.full((3, 3), 1e38, np.float32))).asnumpy().tolist() == [0.0]
+    finite = Tensor(np.full((3, 3), 1e38, np.float32))
+    assert count(finite).asnumpy().tolist() == [0.0]
+    assert count(finite, Tensor(big), Tensor(x), finite).asnumpy().tolist() == [6.0]
 
 
 @needs_kernels
@@ -232,6 +234,21 @@ def test_export_uses_mindspore_ops_and_keeps_the_model_fused(tmp_path):
     assert net.stages[0].blocks[0].norm1.fused
 
 
+@needs_kernels
+def test_a_dynamic_shape_engine_switches_the_model_to_mindspore_ops():
+    from dvt_ms.infer import AdaptiveClassifier
+
+    with cpu_kernels("on"):
+        net = create_model("dvt_deit_small", **TINY)
+    x = tensor(3, 3, 224, 224)
+    expected = net(x)[-1].asnumpy()
+    engine = AdaptiveClassifier(net, [2.0, 2.0, -1e8], shape_mode="dynamic")   # everyone to the last exit
+    assert disable_cpu_kernels(net) == 0
+    result = engine(x)
+    np.testing.assert_array_equal(result.exits, [2, 2, 2])
+    np.testing.assert_array_equal(result.predictions, expected.argmax(-1))
+
+
 # ---- modes, build and fallback
 def test_modes_are_validated(monkeypatch):
     with pytest.raises(ValueError, match="cpu_kernels must be one of auto, on, off, got 'fast'"):
@@ -252,6 +269,14 @@ def test_the_cache_key_follows_the_source_flags_and_cpu(monkeypatch):
     monkeypatch.undo()
     monkeypatch.setattr(kernels, "FLAGS", kernels.FLAGS + ("-DOTHER",))
     assert kernels.library_key() != key
+
+
+def test_a_mindspore_without_onednn_is_a_build_error(monkeypatch):
+    monkeypatch.setattr(kernels, "ONEDNN", "libdnnl.so.0-missing")
+    monkeypatch.setattr(kernels, "_library", None)
+    monkeypatch.setattr(kernels, "_failed", None)
+    with pytest.raises(kernels.KernelBuildError, match=r"lib/libdnnl.so.0-missing not found"):
+        kernels.library_path()
 
 
 def _run_without_compiler(mode, tmp_path):

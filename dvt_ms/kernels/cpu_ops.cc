@@ -1,7 +1,8 @@
 // Fused float32 CPU kernels, loaded by MindSpore as AOT custom operators (ops.Custom(func_type="aot")).
 // Every entry point has MindSpore's AOT signature: params holds the inputs, then the outputs.
 // Work is split into contiguous row ranges over std::threads; each range is computed the same way
-// whatever the thread count, so results do not depend on timing.
+// whatever the thread count, so results do not depend on timing. Dense layers call the sgemm of the
+// oneDNN library that MindSpore ships (linked at build time), on this file's threads.
 #include <sched.h>
 
 #include <algorithm>
@@ -9,8 +10,28 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <thread>
 #include <vector>
+
+// oneDNN's threadpool interface (dnnl_threadpool_iface.hpp, oneDNN 3.x), declared here because
+// MindSpore ships the library without its headers. The virtual functions must stay in this order.
+namespace dnnl {
+namespace threadpool_interop {
+struct threadpool_iface {
+  virtual int get_num_threads() const = 0;
+  virtual bool get_in_parallel() const = 0;
+  virtual void parallel_for(int n, const std::function<void(int, int)> &fn) = 0;
+  virtual uint64_t get_flags() const = 0;
+  virtual ~threadpool_iface() {}
+};
+}  // namespace threadpool_interop
+}  // namespace dnnl
+
+// Row-major C = alpha * op(A) * op(B) + beta * C; returns 0 (dnnl_success) on success.
+extern "C" int dnnl_threadpool_interop_sgemm(char transa, char transb, int64_t m, int64_t n, int64_t k, float alpha,
+                                             const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                                             float *c, int64_t ldc, void *threadpool);
 
 namespace {
 
@@ -28,6 +49,43 @@ int MaxThreads() {
     return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   }();
   return threads;
+}
+
+// Synchronous pool for oneDNN: parallel_for(n, fn) runs fn(i, n) for all i, split over MaxThreads().
+class GemmPool final : public dnnl::threadpool_interop::threadpool_iface {
+ public:
+  int get_num_threads() const override { return MaxThreads(); }
+  bool get_in_parallel() const override { return false; }
+  uint64_t get_flags() const override { return 0; }
+  void parallel_for(int n, const std::function<void(int, int)> &fn) override {
+    const int chunks = std::min(n, MaxThreads());
+    auto run = [&fn, n, chunks](int chunk) {
+      for (int i = n * chunk / chunks; i < n * (chunk + 1) / chunks; ++i) fn(i, n);
+    };
+    std::vector<std::thread> workers;
+    for (int chunk = 1; chunk < chunks; ++chunk) workers.emplace_back(run, chunk);
+    run(0);
+    for (auto &worker : workers) worker.join();
+  }
+};
+
+// The same interface on the calling thread only.
+class SerialPool final : public dnnl::threadpool_interop::threadpool_iface {
+ public:
+  int get_num_threads() const override { return 1; }
+  bool get_in_parallel() const override { return false; }
+  uint64_t get_flags() const override { return 0; }
+  void parallel_for(int n, const std::function<void(int, int)> &fn) override {
+    for (int i = 0; i < n; ++i) fn(i, n);
+  }
+};
+
+// Row-major C[m, n] = op(A) op(B) (+ C if accumulate) on the pool; false if oneDNN fails.
+bool Gemm(char transa, char transb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
+          int64_t ldb, float *c, int64_t ldc, bool accumulate = false) {
+  static GemmPool pool;
+  return dnnl_threadpool_interop_sgemm(transa, transb, m, n, k, 1.0f, a, lda, b, ldb, accumulate ? 1.0f : 0.0f, c,
+                                       ldc, &pool) == 0;
 }
 
 // Number of row ranges for `rows` rows of `cols` elements.
@@ -234,12 +292,12 @@ bool AllFloat32(int nparam, const char **dtypes) {
 }  // namespace
 
 #define DVT_KERNEL(name)                                                                                    \
-  static int name##Body(void **params, int *ndims, int64_t **shapes);                                      \
+  static int name##Body(int nparam, void **params, int *ndims, int64_t **shapes);                          \
   extern "C" int name(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,         \
                       void *stream, void *extra) {                                                         \
-    return AllFloat32(nparam, dtypes) ? name##Body(params, ndims, shapes) : 1;                             \
+    return AllFloat32(nparam, dtypes) ? name##Body(nparam, params, ndims, shapes) : 1;                     \
   }                                                                                                        \
-  static int name##Body(void **params, int *ndims, int64_t **shapes)
+  static int name##Body(int nparam, void **params, int *ndims, int64_t **shapes)
 
 #define IN(i) static_cast<const float *>(params[i])
 #define OUT(i) static_cast<float *>(params[i])
@@ -350,26 +408,6 @@ DVT_KERNEL(GeluBackward) {
   return 0;
 }
 
-// y = x + bias over the last axis. in: x [R, C], bias [C]; out: y [R, C]
-DVT_KERNEL(BiasAddForward) {
-  const float *x = IN(0), *bias = IN(1);
-  float *y = OUT(2);
-  const int64_t cols = shapes[0][ndims[0] - 1], rows = Rows(ndims[0], shapes[0]);
-  ParallelRows(rows, Chunks(rows, cols), [&](int, int64_t begin, int64_t end) {
-    for (int64_t i = begin * cols; i < end * cols; i += cols) {
-      for (int64_t c = 0; c < cols; ++c) y[i + c] = x[i + c] + bias[c];
-    }
-  });
-  return 0;
-}
-
-// Sums over every axis but the last: the bias gradient. in: dy [R, C]; out: [C]
-DVT_KERNEL(ColumnSum) {
-  const int64_t cols = shapes[0][ndims[0] - 1], rows = Rows(ndims[0], shapes[0]);
-  ColumnSums(IN(0), rows, cols, OUT(1));
-  return 0;
-}
-
 // Softmax over the last axis. in: x [R, C]; out: y [R, C]
 DVT_KERNEL(SoftmaxForward) {
   const float *x = IN(0);
@@ -397,19 +435,28 @@ DVT_KERNEL(SoftmaxBackward) {
   return 0;
 }
 
-// How many elements are NaN or +-Inf. in: x (any shape); out: count [1]
+// How many elements of all inputs are NaN or +-Inf. in: any number of tensors; out: count [1]
 DVT_KERNEL(NonFiniteCount) {
-  const float *x = IN(0);
-  int64_t n = 1;
-  for (int i = 0; i < ndims[0]; ++i) n *= shapes[0][i];
-  const int chunks = Chunks(n, 1);
+  const int inputs = nparam - 1;
+  std::vector<int64_t> sizes(inputs), offsets(inputs + 1, 0);
+  for (int t = 0; t < inputs; ++t) {
+    sizes[t] = 1;
+    for (int d = 0; d < ndims[t]; ++d) sizes[t] *= shapes[t][d];
+    offsets[t + 1] = offsets[t] + sizes[t];
+  }
+  // one index space over all inputs, split into equal ranges
+  const int64_t total = offsets[inputs];
+  const int chunks = Chunks(total, 1);
   std::vector<int64_t> counts(chunks, 0);
-  ParallelRows(n, chunks, [&](int chunk, int64_t begin, int64_t end) {
-    counts[chunk] = CountNonFinite(x + begin, end - begin);
+  ParallelRows(total, chunks, [&](int chunk, int64_t begin, int64_t end) {
+    for (int t = 0; t < inputs; ++t) {
+      const int64_t lo = std::max(begin, offsets[t]), hi = std::min(end, offsets[t + 1]);
+      if (lo < hi) counts[chunk] += CountNonFinite(IN(t) + (lo - offsets[t]), hi - lo);
+    }
   });
-  int64_t total = 0;
-  for (int64_t count : counts) total += count;
-  *OUT(1) = static_cast<float>(total);
+  int64_t found = 0;
+  for (int64_t count : counts) found += count;
+  *OUT(inputs) = static_cast<float>(found);
   return 0;
 }
 
@@ -456,4 +503,85 @@ DVT_KERNEL(TokensToHeads) {
     TokensToHeadsRows(IN(0), heads, 1, 1.0f, begin, end, hs.heads, hs.tokens, hs.dim);
   });
   return 0;
+}
+
+// y = x @ weight^T (+ bias). in: x [R, K], weight [N, K] (, bias [N]); out: y [R, N]
+static int DenseForward(void **params, int *ndims, int64_t **shapes, bool has_bias) {
+  const float *x = IN(0), *weight = IN(1);
+  float *y = OUT(has_bias ? 3 : 2);
+  const int64_t k = shapes[0][ndims[0] - 1], rows = Rows(ndims[0], shapes[0]), n = shapes[1][0];
+  if (has_bias) {
+    const float *bias = IN(2);
+    ParallelRows(rows, Chunks(rows, n), [&](int, int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) std::memcpy(y + r * n, bias, n * sizeof(float));
+    });
+  }
+  return Gemm('N', 'T', rows, n, k, x, k, weight, k, y, n, has_bias) ? 0 : 2;
+}
+
+// Gradients of DenseForward. in: dy [R, N], x [R, K], weight [N, K]; out: dx [R, K], dweight [N, K](, dbias [N])
+static int DenseBackward(void **params, int *ndims, int64_t **shapes, bool has_bias) {
+  const float *dy = IN(0), *x = IN(1), *weight = IN(2);
+  float *dx = OUT(3), *dweight = OUT(4);
+  const int64_t n = shapes[0][ndims[0] - 1], rows = Rows(ndims[0], shapes[0]), k = shapes[2][1];
+  if (!Gemm('N', 'N', rows, k, n, dy, n, weight, k, dx, k) || !Gemm('T', 'N', n, k, rows, dy, n, x, k, dweight, k)) {
+    return 2;
+  }
+  if (has_bias) ColumnSums(dy, rows, n, OUT(5));
+  return 0;
+}
+
+DVT_KERNEL(LinearForward) { return DenseForward(params, ndims, shapes, true); }
+DVT_KERNEL(LinearBackward) { return DenseBackward(params, ndims, shapes, true); }
+DVT_KERNEL(ProjectForward) { return DenseForward(params, ndims, shapes, false); }
+DVT_KERNEL(ProjectBackward) { return DenseBackward(params, ndims, shapes, false); }
+
+// `count` independent products C_i[m, n] = op(A_i) op(B_i) of contiguous [count, ...] tensors, each on one
+// thread, the batch split over the threads. Leading dimensions are those of the untransposed matrices.
+static bool BatchedGemm(char transa, char transb, int64_t count, int64_t m, int64_t n, int64_t k, const float *a,
+                        const float *b, float *c) {
+  const int64_t lda = transa == 'N' ? k : m, ldb = transb == 'N' ? n : k;
+  const int64_t size_a = m * k, size_b = k * n, size_c = m * n;
+  std::vector<char> ok(MaxThreads(), 1);
+  ParallelRows(count, static_cast<int>(std::min<int64_t>(count, MaxThreads())), [&](int chunk, int64_t begin,
+                                                                                     int64_t end) {
+    SerialPool serial;
+    for (int64_t i = begin; i < end && ok[chunk]; ++i) {
+      ok[chunk] = dnnl_threadpool_interop_sgemm(transa, transb, m, n, k, 1.0f, a + i * size_a, lda, b + i * size_b,
+                                                ldb, 0.0f, c + i * size_c, n, &serial) == 0;
+    }
+  });
+  return std::all_of(ok.begin(), ok.end(), [](char flag) { return flag != 0; });
+}
+
+// Attention scores per (batch, head). in: q [B, H, N, D], k [B, H, M, D]; out: q @ k^T [B, H, N, M]
+DVT_KERNEL(AttentionScores) {
+  const HeadShape qs(shapes[0]), ks(shapes[1]);
+  const int64_t count = qs.batch * qs.heads;
+  return BatchedGemm('N', 'T', count, qs.tokens, ks.tokens, qs.dim, IN(0), IN(1), OUT(2)) ? 0 : 2;
+}
+
+// Gradient of AttentionScores. in: dlogits [B, H, N, M], q, k; out: dq = dlogits @ k, dk = dlogits^T @ q
+DVT_KERNEL(AttentionScoresBackward) {
+  const HeadShape qs(shapes[1]), ks(shapes[2]);
+  const int64_t count = qs.batch * qs.heads;
+  const bool ok = BatchedGemm('N', 'N', count, qs.tokens, qs.dim, ks.tokens, IN(0), IN(2), OUT(3)) &&
+                  BatchedGemm('T', 'N', count, ks.tokens, qs.dim, qs.tokens, IN(0), IN(1), OUT(4));
+  return ok ? 0 : 2;
+}
+
+// Attention-weighted values. in: probs [B, H, N, M], v [B, H, M, D]; out: probs @ v [B, H, N, D]
+DVT_KERNEL(AttentionMix) {
+  const HeadShape ps(shapes[0]), vs(shapes[1]);
+  const int64_t count = ps.batch * ps.heads;
+  return BatchedGemm('N', 'N', count, ps.tokens, vs.dim, vs.tokens, IN(0), IN(1), OUT(2)) ? 0 : 2;
+}
+
+// Gradient of AttentionMix. in: dout [B, H, N, D], probs, v; out: dprobs = dout @ v^T, dv = probs^T @ dout
+DVT_KERNEL(AttentionMixBackward) {
+  const HeadShape ps(shapes[1]), vs(shapes[2]);
+  const int64_t count = ps.batch * ps.heads;
+  const bool ok = BatchedGemm('N', 'T', count, ps.tokens, vs.tokens, vs.dim, IN(0), IN(2), OUT(3)) &&
+                  BatchedGemm('T', 'N', count, vs.tokens, vs.dim, ps.tokens, IN(1), IN(0), OUT(4));
+  return ok ? 0 : 2;
 }

@@ -67,17 +67,6 @@ def gelu_op() -> ops.Custom:
 
 
 @lru_cache(maxsize=None)
-def bias_add_op() -> ops.Custom:
-    """``(x, bias) -> x + bias``; its bias gradient is one column-sum kernel."""
-    column_sum = _aot("ColumnSum", lambda dy: dy[-1:], _same)
-
-    def bprop(x, bias, out, dout):
-        return dout, column_sum(dout)
-
-    return _aot("BiasAddForward", _same, _same, bprop)
-
-
-@lru_cache(maxsize=None)
 def softmax_op() -> ops.Custom:
     """``x -> softmax(x)``."""
     backward = _aot("SoftmaxBackward", lambda dy, y: dy, _same)
@@ -90,8 +79,8 @@ def softmax_op() -> ops.Custom:
 
 @lru_cache(maxsize=None)
 def non_finite_count_op() -> ops.Custom:
-    """``x -> [count]``: how many elements of ``x`` are NaN or +-Inf (as float32)."""
-    return _aot("NonFiniteCount", lambda x: (1,), _same)
+    """``(*tensors) -> [count]``: how many elements of all the tensors are NaN or +-Inf (as float32)."""
+    return _aot("NonFiniteCount", lambda *shapes: (1,), lambda *dtypes: dtypes[0])
 
 
 @lru_cache(maxsize=None)
@@ -119,3 +108,47 @@ def heads_to_tokens_op() -> ops.Custom:
         return (backward(dout, x),)
 
     return _aot("HeadsToTokens", lambda x: (x[0], x[2], x[1] * x[3]), _same, bprop)
+
+
+@lru_cache(maxsize=None)
+def linear_op() -> ops.Custom:
+    """``(x [..., K], weight [N, K], bias [N]) -> x @ weight.T + bias`` on oneDNN's sgemm."""
+    backward = _aot("LinearBackward", lambda dy, x, w: (x, w, w[:1]), lambda dy, x, w: (x, w, w))
+
+    def bprop(x, weight, bias, out, dout):
+        return backward(dout, x, weight)
+
+    return _aot("LinearForward", lambda x, w, b: list(x[:-1]) + [w[0]], lambda x, w, b: x, bprop)
+
+
+@lru_cache(maxsize=None)
+def project_op() -> ops.Custom:
+    """``(x [..., K], weight [N, K]) -> x @ weight.T`` on oneDNN's sgemm."""
+    backward = _aot("ProjectBackward", lambda dy, x, w: (x, w), lambda dy, x, w: (x, w))
+
+    def bprop(x, weight, out, dout):
+        return backward(dout, x, weight)
+
+    return _aot("ProjectForward", lambda x, w: list(x[:-1]) + [w[0]], lambda x, w: x, bprop)
+
+
+@lru_cache(maxsize=None)
+def attention_scores_op() -> ops.Custom:
+    """``(q [B, H, N, D], k [B, H, M, D]) -> q @ k^T [B, H, N, M]`` per (batch, head)."""
+    backward = _aot("AttentionScoresBackward", lambda dy, q, k: (q, k), lambda dy, q, k: (q, k))
+
+    def bprop(q, k, out, dout):
+        return backward(dout, q, k)
+
+    return _aot("AttentionScores", lambda q, k: list(q[:-1]) + [k[-2]], lambda q, k: q, bprop)
+
+
+@lru_cache(maxsize=None)
+def attention_mix_op() -> ops.Custom:
+    """``(probs [B, H, N, M], v [B, H, M, D]) -> probs @ v [B, H, N, D]`` per (batch, head)."""
+    backward = _aot("AttentionMixBackward", lambda dy, p, v: (p, v), lambda dy, p, v: (p, v))
+
+    def bprop(probs, v, out, dout):
+        return backward(dout, probs, v)
+
+    return _aot("AttentionMix", lambda p, v: list(p[:-1]) + [v[-1]], lambda p, v: p, bprop)

@@ -35,17 +35,19 @@ class Attention(nn.Cell):
 
             self.fused_to_heads = fused_ops.qkv_to_heads_op(num_heads)
             self.fused_scale = Tensor([self.scale], mstype.float32)
+            self.fused_scores = fused_ops.attention_scores_op()
             self.fused_softmax = fused_ops.softmax_op()
+            self.fused_mix = fused_ops.attention_mix_op()
             self.fused_to_tokens = fused_ops.heads_to_tokens_op()
 
     def construct(self, x: Tensor, relation_bias: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
         if self.fused:
             q, k, v = self.fused_to_heads(self.qkv(x), self.fused_scale)
-            logits = self.scores(q, k)
+            logits = self.fused_scores(q, k)
             if relation_bias is not None:
                 logits = logits + relation_bias
             probs = self.fused_softmax(logits)
-            return self.proj(self.fused_to_tokens(self.weighted_sum(probs, v))), logits, probs
+            return self.proj(self.fused_to_tokens(self.fused_mix(probs, v))), logits, probs
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).transpose(2, 0, 3, 1, 4)
         q, k, v = self.unstack(qkv)

@@ -1,4 +1,4 @@
-"""Fully connected layer whose bias runs on the fused CPU kernels when they are active."""
+"""Fully connected layer that runs on the fused CPU kernels when they are active."""
 from mindspore import Tensor, nn
 
 from ..kernels import cpu_kernels_active
@@ -7,27 +7,23 @@ from ..kernels import cpu_kernels_active
 class Linear(nn.Dense):
     """``nn.Dense`` (same ``weight``/``bias`` parameters) over the last axis of any input.
 
-    With the fused CPU kernels, the bias is added by a kernel whose gradient is one column sum (MindSpore's
-    ``BiasAddGrad`` is several times slower), and :meth:`project` lets a caller fuse the bias into the
-    next op (:class:`~dvt_ms.layers.mlp.Mlp` fuses it into the GELU).
+    With the fused CPU kernels, the product runs on the sgemm of MindSpore's bundled oneDNN and the bias
+    gradient is one column sum (:mod:`dvt_ms.kernels`); ``fused_project`` (no bias) lets
+    :class:`~dvt_ms.layers.mlp.Mlp` fuse the bias into the GELU.
     """
 
     def __init__(self, in_features: int, out_features: int, has_bias: bool = True):
         super().__init__(in_features, out_features, has_bias=has_bias)
         self.fused = cpu_kernels_active()
         if self.fused:
-            from ..kernels.ops import bias_add_op
+            from ..kernels import ops as fused_ops
 
-            self.fused_bias_add = bias_add_op()
-
-    def project(self, x: Tensor) -> Tensor:
-        """``x @ weight.T`` without the bias."""
-        shape = x.shape
-        out = self.matmul(x.reshape(-1, shape[-1]), self.weight)
-        return out.reshape(shape[:-1] + (out.shape[-1],))
+            self.fused_linear = fused_ops.linear_op()
+            self.fused_project = fused_ops.project_op()
 
     def construct(self, x: Tensor) -> Tensor:
         if not self.fused:
             return super().construct(x)
-        out = self.project(x)
-        return self.fused_bias_add(out, self.bias) if self.has_bias else out
+        if self.has_bias:
+            return self.fused_linear(x, self.weight, self.bias)
+        return self.fused_project(x, self.weight)

@@ -23,5 +23,6 @@ class Mlp(nn.Cell):
 
     def construct(self, x: Tensor) -> Tensor:
         if self.fused:
-            return self.fc2(self.fused_bias_gelu(self.fc1.project(x), self.fc1.bias))
+            hidden = self.fc1.fused_project(x, self.fc1.weight)
+            return self.fc2(self.fused_bias_gelu(hidden, self.fc1.bias))
         return self.fc2(self.act(self.fc1(x)))

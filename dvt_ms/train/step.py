@@ -211,7 +211,7 @@ class TrainStep:
         hyper_map = ops.HyperMap()
         one_step = Tensor([1], mstype.int32)
         no_norm = Tensor(-1.0, mstype.float32)
-        # MindSpore's all_finite runs IsFinite + ReduceAll per gradient; on CPU one counting kernel is faster
+        # MindSpore's all_finite runs IsFinite + ReduceAll per gradient; on CPU one kernel counts them all
         count_non_finite = None
         if cpu_kernels_active() and self.amp_level == "O0":
             from ..kernels.ops import non_finite_count_op
@@ -244,7 +244,7 @@ class TrainStep:
             if count_non_finite is None:
                 grads_ok = all_finite(grads)
             else:
-                grads_ok = ops.addn(hyper_map(count_non_finite, grads))[0] < 0.5
+                grads_ok = count_non_finite(*grads)[0] < 0.5
             norm = no_norm
             if clip is not None:
                 norm = ops.sqrt(ops.addn(hyper_map(_square_sum, grads)))
