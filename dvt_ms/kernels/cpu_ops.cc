@@ -1,16 +1,21 @@
 // Fused float32 CPU kernels, loaded by MindSpore as AOT custom operators (ops.Custom(func_type="aot")).
 // Every entry point has MindSpore's AOT signature: params holds the inputs, then the outputs.
-// Work is split into contiguous row ranges over std::threads; each range is computed the same way
-// whatever the thread count, so results do not depend on timing. Dense layers call the sgemm of the
+// Work is split into contiguous row ranges over a persistent pool of threads; each range is computed the
+// same way whatever the thread count, so results do not depend on timing. Dense layers call the sgemm of the
 // oneDNN library that MindSpore ships (linked at build time), on this file's threads.
 #include <sched.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -38,20 +43,92 @@ namespace {
 constexpr float kInvSqrt2 = 0.70710678118654752f;
 constexpr float kInvSqrt2Pi = 0.39894228040143268f;
 constexpr int64_t kMinElementsPerThread = 32768;
+constexpr int64_t kMinMacsPerThread = 1 << 20;
 constexpr int kLanes = 16;
 
+constexpr int kDefaultMaxThreads = 16;
+
+// DVT_MS_KERNEL_THREADS, else the CPUs this process may run on, at most kDefaultMaxThreads.
 int MaxThreads() {
   static const int threads = [] {
     const char *env = std::getenv("DVT_MS_KERNEL_THREADS");
     if (env != nullptr && std::atoi(env) > 0) return std::atoi(env);
     cpu_set_t set;
-    if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
-    return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    const int cpus = sched_getaffinity(0, sizeof(set), &set) == 0
+                         ? CPU_COUNT(&set)
+                         : static_cast<int>(std::thread::hardware_concurrency());
+    return std::min(std::max(1, cpus), kDefaultMaxThreads);
   }();
   return threads;
 }
 
-// Synchronous pool for oneDNN: parallel_for(n, fn) runs fn(i, n) for all i, split over MaxThreads().
+// Threads that live as long as the process. Run(n, fn) calls fn(0) on the caller and fn(1..n-1) on
+// workers, and returns when all are done. Idle workers spin briefly (kernels come back to back), then
+// sleep. A Run that finds the pool busy (MindSpore launching kernels concurrently), or a process forked
+// after the pool started, runs everything on the caller.
+class WorkerPool {
+ public:
+  static WorkerPool &Get() {
+    static WorkerPool *pool = new WorkerPool(MaxThreads() - 1);  // never destroyed: workers outlive exit
+    return *pool;
+  }
+
+  void Run(int n, const std::function<void(int)> &fn) {
+    std::unique_lock<std::mutex> busy(run_mutex_, std::try_to_lock);
+    if (n <= 1 || !busy.owns_lock() || getpid() != pid_ || n - 1 > static_cast<int>(workers_.size())) {
+      for (int i = 0; i < n; ++i) fn(i);
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      job_ = &fn;
+      job_size_ = n;
+      pending_.store(n - 1);
+      generation_.fetch_add(1);
+    }
+    wake_.notify_all();
+    fn(0);
+    while (pending_.load() != 0) std::this_thread::yield();
+  }
+
+ private:
+  explicit WorkerPool(int workers) : pid_(getpid()) {
+    for (int i = 1; i <= workers; ++i) workers_.emplace_back([this, i] { Work(i); });
+    for (auto &worker : workers_) worker.detach();
+  }
+
+  void Work(int index) {
+    uint64_t seen = 0;
+    for (;;) {
+      const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(100);
+      while (generation_.load() == seen && std::chrono::steady_clock::now() < spin_until) {
+      }
+      const std::function<void(int)> *job = nullptr;
+      {
+        // the generation and its job are read together, so a job is never run twice or half-updated
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] { return generation_.load() != seen; });
+        seen = generation_.load();
+        if (index < job_size_) job = job_;
+      }
+      if (job != nullptr) {
+        (*job)(index);
+        pending_.fetch_sub(1);
+      }
+    }
+  }
+
+  const pid_t pid_;
+  std::vector<std::thread> workers_;
+  std::mutex run_mutex_, mutex_;
+  std::condition_variable wake_;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  const std::function<void(int)> *job_ = nullptr;
+  int job_size_ = 0;
+};
+
+// oneDNN's threadpool on the worker pool: parallel_for(n, fn) runs fn(i, n) for all i.
 class GemmPool final : public dnnl::threadpool_interop::threadpool_iface {
  public:
   int get_num_threads() const override { return MaxThreads(); }
@@ -59,13 +136,9 @@ class GemmPool final : public dnnl::threadpool_interop::threadpool_iface {
   uint64_t get_flags() const override { return 0; }
   void parallel_for(int n, const std::function<void(int, int)> &fn) override {
     const int chunks = std::min(n, MaxThreads());
-    auto run = [&fn, n, chunks](int chunk) {
+    WorkerPool::Get().Run(chunks, [&fn, n, chunks](int chunk) {
       for (int i = n * chunk / chunks; i < n * (chunk + 1) / chunks; ++i) fn(i, n);
-    };
-    std::vector<std::thread> workers;
-    for (int chunk = 1; chunk < chunks; ++chunk) workers.emplace_back(run, chunk);
-    run(0);
-    for (auto &worker : workers) worker.join();
+    });
   }
 };
 
@@ -83,9 +156,12 @@ class SerialPool final : public dnnl::threadpool_interop::threadpool_iface {
 // Row-major C[m, n] = op(A) op(B) (+ C if accumulate) on the pool; false if oneDNN fails.
 bool Gemm(char transa, char transb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
           int64_t ldb, float *c, int64_t ldc, bool accumulate = false) {
-  static GemmPool pool;
+  static GemmPool parallel;
+  SerialPool serial;
+  dnnl::threadpool_interop::threadpool_iface *pool = &parallel;
+  if (m * n * k < kMinMacsPerThread) pool = &serial;
   return dnnl_threadpool_interop_sgemm(transa, transb, m, n, k, 1.0f, a, lda, b, ldb, accumulate ? 1.0f : 0.0f, c,
-                                       ldc, &pool) == 0;
+                                       ldc, pool) == 0;
 }
 
 // Number of row ranges for `rows` rows of `cols` elements.
@@ -97,17 +173,7 @@ int Chunks(int64_t rows, int64_t cols) {
 // fn(chunk, begin, end) over `chunks` contiguous ranges of [0, rows); chunk 0 runs on the caller.
 template <typename Fn>
 void ParallelRows(int64_t rows, int chunks, Fn fn) {
-  if (chunks <= 1) {
-    fn(0, 0, rows);
-    return;
-  }
-  std::vector<std::thread> workers;
-  workers.reserve(chunks - 1);
-  for (int t = 1; t < chunks; ++t) {
-    workers.emplace_back(fn, t, rows * t / chunks, rows * (t + 1) / chunks);
-  }
-  fn(0, 0, rows / chunks);
-  for (auto &worker : workers) worker.join();
+  WorkerPool::Get().Run(chunks, [&](int chunk) { fn(chunk, rows * chunk / chunks, rows * (chunk + 1) / chunks); });
 }
 
 int64_t Rows(int ndim, const int64_t *shape) {

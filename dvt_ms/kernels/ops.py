@@ -1,6 +1,7 @@
 """MindSpore custom operators over the fused CPU kernels of ``cpu_ops.cc``, each with its gradient.
 
-Every op works on float32 over the last axis of its first input (any leading shape).
+Every op takes float32 tensors. Row-wise ops work over the last axis for any leading shape; dense ops take
+``[..., K]`` inputs and ``[N, K]`` weights; attention ops take ``[B, H, tokens, D]`` heads.
 """
 from functools import lru_cache
 
