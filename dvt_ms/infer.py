@@ -22,6 +22,8 @@ building a model from a checkpoint and picking thresholds.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import os
@@ -35,7 +37,7 @@ from mindspore import Tensor, nn, ops
 
 from .budget import LAST_THRESHOLD, UNSET_THRESHOLD, exit_assignment, fit_thresholds
 from .evaluate import softmax
-from .kernels import disable_cpu_kernels
+from .kernels import stock_ops
 from .models.dvt import DynamicVisionTransformer
 
 logger = logging.getLogger(__name__)
@@ -230,8 +232,8 @@ class AdaptiveClassifier:
     default: static graphs for the ``buckets`` batch sizes only, see :meth:`batch_plan`; each compiles once
     on first use) or ``"dynamic"`` (one graph per stage for any batch size, but MindSpore 2.10's CPU
     kernels run 20-30% slower with a dynamic batch dimension, see BENCHMARKS.md). The model is put in eval mode; its parameters are shared, not copied.
-    With ``"dynamic"``, the model's layers are switched to MindSpore's own ops for good
-    (:func:`dvt_ms.kernels.disable_cpu_kernels`): the fused CPU kernels need static shapes.
+    With ``"dynamic"``, the stage graphs are compiled on MindSpore's own ops (the fused CPU kernels of
+    :mod:`dvt_ms.kernels` need static shapes); the model itself keeps its kernels.
     """
 
     def __init__(self, model: DynamicVisionTransformer, thresholds: Any, *, shape_mode: str = "buckets",
@@ -252,9 +254,9 @@ class AdaptiveClassifier:
         self.num_classes = int(first.num_classes)
         model.set_train(False)
         self.cells = build_stage_cells(model)
+        self._stage_ops = contextlib.nullcontext
         if shape_mode == "dynamic":
-            if disable_cpu_kernels(model):
-                logger.info("dynamic shapes: the model now uses MindSpore's ops instead of the fused CPU kernels")
+            self._stage_ops = functools.partial(stock_ops, model)
             for k, cell in enumerate(self.cells):
                 cell.set_inputs(*stage_input_specs(model, cell, k))
         # per stage: graph batch size -> number of calls (what ran, for tests and benchmarks)
@@ -334,7 +336,8 @@ class AdaptiveClassifier:
             for start, stop, size in self.batch_plan(n):
                 image_rows = _pad_rows(remaining[start:stop], size)
                 reuse_rows = _pad_rows(rows[start:stop], size)
-                calls.append(cell(_gather_rows(x, image_rows), *(_gather_rows(t, reuse_rows) for t in reused)))
+                with self._stage_ops():  # a dynamic-shape stage compiles (once) on MindSpore's ops
+                    calls.append(cell(_gather_rows(x, image_rows), *(_gather_rows(t, reuse_rows) for t in reused)))
                 self.stage_batches[k][size] = self.stage_batches[k].get(size, 0) + 1
             # only the last call is padded, so rows 0..n-1 of the concatenation are the remaining samples
             logits = np.concatenate([c[0].asnumpy() for c in calls])[:n]

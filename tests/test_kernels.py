@@ -13,7 +13,7 @@ from mindspore import Tensor, nn, ops
 
 from dvt_ms import create_model
 from dvt_ms import kernels
-from dvt_ms.kernels import cpu_kernels, cpu_kernels_active, disable_cpu_kernels, stock_ops
+from dvt_ms.kernels import cpu_kernels, cpu_kernels_active, stock_ops
 from dvt_ms.kernels import ops as kernel_ops
 from tests.conftest import ROOT
 
@@ -51,6 +51,10 @@ class Probe(nn.Cell):
         if isinstance(out, tuple):
             out = out[0]
         return (out * self.weight).sum()
+
+
+def fused_layers(net):
+    return sum(bool(getattr(cell, "fused", False)) for _, cell in net.cells_and_names())
 
 
 def outputs_and_grads(cell, inputs, weight):
@@ -203,7 +207,7 @@ def test_models_match_mindspore_ops(name, extra):
         return create_model(name, **TINY, **extra)
 
     fused, stock = fused_and_stock(build)
-    assert disable_cpu_kernels(stock) == 0 and sum(getattr(c, "fused", False) for _, c in fused.cells_and_names())
+    assert fused_layers(stock) == 0 and fused_layers(fused) > 0
     x = tensor(2, 3, 224, 224)
     with_exits = isinstance(fused(x), tuple)
     w = tensor(2, TINY["num_classes"])
@@ -235,18 +239,20 @@ def test_export_uses_mindspore_ops_and_keeps_the_model_fused(tmp_path):
 
 
 @needs_kernels
-def test_a_dynamic_shape_engine_switches_the_model_to_mindspore_ops():
+def test_dynamic_and_bucket_engines_share_a_fused_model():
     from dvt_ms.infer import AdaptiveClassifier
 
     with cpu_kernels("on"):
         net = create_model("dvt_deit_small", **TINY)
+    layers = fused_layers(net)
     x = tensor(3, 3, 224, 224)
     expected = net(x)[-1].asnumpy()
-    engine = AdaptiveClassifier(net, [2.0, 2.0, -1e8], shape_mode="dynamic")   # everyone to the last exit
-    assert disable_cpu_kernels(net) == 0
-    result = engine(x)
-    np.testing.assert_array_equal(result.exits, [2, 2, 2])
-    np.testing.assert_array_equal(result.predictions, expected.argmax(-1))
+    thresholds = [2.0, 2.0, -1e8]   # everyone to the last exit
+    for mode in ("dynamic", "buckets", "dynamic"):
+        result = AdaptiveClassifier(net, thresholds, shape_mode=mode)(x, return_logits=True)
+        np.testing.assert_array_equal(result.exits, [2, 2, 2])
+        np.testing.assert_allclose(result.logits, expected, rtol=0, atol=1e-5)
+        assert fused_layers(net) == layers       # the dynamic engine compiles on stock ops but restores them
 
 
 # ---- modes, build and fallback

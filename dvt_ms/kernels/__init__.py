@@ -31,7 +31,7 @@ from mindspore import nn
 logger = logging.getLogger(__name__)
 
 __all__ = ["CPU_KERNEL_MODES", "KernelBuildError", "cpu_kernels", "cpu_kernels_active", "get_cpu_kernels",
-           "disable_cpu_kernels", "library_path", "set_cpu_kernels", "stock_ops"]
+           "library_path", "set_cpu_kernels", "stock_ops"]
 
 CPU_KERNEL_MODES = ("auto", "on", "off")
 SOURCE = Path(__file__).with_name("cpu_ops.cc")
@@ -143,21 +143,13 @@ def _fused_cells(net: nn.Cell) -> List[nn.Cell]:
     return [cell for _, cell in net.cells_and_names() if getattr(cell, "fused", False)]
 
 
-def disable_cpu_kernels(net: nn.Cell) -> int:
-    """Make every layer of ``net`` use MindSpore's own ops in graphs compiled from now on.
-
-    Needed for dynamic-shape graphs (MindSpore 2.10 runs AOT custom ops only with static shapes) and for
-    exported files. Results do not change. Returns the number of layers switched.
-    """
-    cells = _fused_cells(net)
-    for cell in cells:
-        cell.fused = False
-    return len(cells)
-
-
 @contextlib.contextmanager
 def stock_ops(net: nn.Cell) -> Iterator[None]:
-    """``with stock_ops(net):`` graphs compiled inside use MindSpore's own ops; the layers are restored after."""
+    """``with stock_ops(net):`` graphs compiled inside use MindSpore's own ops; the layers are restored after.
+
+    For dynamic-shape graphs (MindSpore 2.10 runs AOT custom ops only with static shapes) and exported
+    files. A graph keeps the ops it was compiled with, and the results are the same either way.
+    """
     cells = _fused_cells(net)
     for cell in cells:
         cell.fused = False
