@@ -585,12 +585,16 @@ static int DenseForward(void **params, int *ndims, int64_t **shapes, bool has_bi
   return Gemm('N', 'T', rows, n, k, x, k, weight, k, y, n, has_bias) ? 0 : 2;
 }
 
-// Gradients of DenseForward. in: dy [R, N], x [R, K], weight [N, K]; out: dx [R, K], dweight [N, K](, dbias [N])
-static int DenseBackward(void **params, int *ndims, int64_t **shapes, bool has_bias) {
+// Gradients of DenseForward. in: dy [R, N], x [R, K], weight [N, K]; out: dx [R, K], dweight [N, K](, dbias [N]).
+// A constant weight (weight_grad false) gets zeros.
+static int DenseBackward(void **params, int *ndims, int64_t **shapes, bool has_bias, bool weight_grad = true) {
   const float *dy = IN(0), *x = IN(1), *weight = IN(2);
   float *dx = OUT(3), *dweight = OUT(4);
   const int64_t n = shapes[0][ndims[0] - 1], rows = Rows(ndims[0], shapes[0]), k = shapes[2][1];
-  if (!Gemm('N', 'N', rows, k, n, dy, n, weight, k, dx, k) || !Gemm('T', 'N', n, k, rows, dy, n, x, k, dweight, k)) {
+  if (!Gemm('N', 'N', rows, k, n, dy, n, weight, k, dx, k)) return 2;
+  if (!weight_grad) {
+    std::fill(dweight, dweight + n * k, 0.0f);
+  } else if (!Gemm('T', 'N', n, k, rows, dy, n, x, k, dweight, k)) {
     return 2;
   }
   if (has_bias) ColumnSums(dy, rows, n, OUT(5));
@@ -601,6 +605,7 @@ DVT_KERNEL(LinearForward) { return DenseForward(params, ndims, shapes, true); }
 DVT_KERNEL(LinearBackward) { return DenseBackward(params, ndims, shapes, true); }
 DVT_KERNEL(ProjectForward) { return DenseForward(params, ndims, shapes, false); }
 DVT_KERNEL(ProjectBackward) { return DenseBackward(params, ndims, shapes, false); }
+DVT_KERNEL(ConstProjectBackward) { return DenseBackward(params, ndims, shapes, false, false); }
 
 // `count` independent products C_i[m, n] = op(A_i) op(B_i) of contiguous [count, ...] tensors, each on one
 // thread, the batch split over the threads. Leading dimensions are those of the untransposed matrices.
@@ -651,3 +656,38 @@ DVT_KERNEL(AttentionMixBackward) {
                   BatchedGemm('T', 'N', count, vs.tokens, vs.dim, ps.tokens, IN(1), IN(0), OUT(4));
   return ok ? 0 : 2;
 }
+
+// y[b] = weight @ x[b] (+ bias per row): a 1x1 convolution over axis 1, or a fixed resampling matrix.
+// in: x [B, I, L], weight [O, I], bias [O]; out: y [B, O, L]
+DVT_KERNEL(ChannelMixForward) {
+  const float *x = IN(0), *weight = IN(1), *bias = IN(2);
+  float *y = OUT(3);
+  const int64_t batch = shapes[0][0], in = shapes[0][1], length = shapes[0][2], out = shapes[1][0];
+  for (int64_t b = 0; b < batch; ++b) {
+    float *yb = y + b * out * length;
+    for (int64_t o = 0; o < out; ++o) std::fill(yb + o * length, yb + (o + 1) * length, bias[o]);
+    if (!Gemm('N', 'N', out, length, in, weight, in, x + b * in * length, length, yb, length, true)) return 2;
+  }
+  return 0;
+}
+
+// Gradients of ChannelMixForward. in: dy [B, O, L], x [B, I, L], weight [O, I];
+// out: dx [B, I, L], dweight [O, I], dbias [O]. weight_grad false: a constant weight, zero gradients.
+static int ChannelMixGrads(void **params, int64_t **shapes, bool weight_grad) {
+  const float *dy = IN(0), *x = IN(1), *weight = IN(2);
+  float *dx = OUT(3), *dweight = OUT(4), *dbias = OUT(5);
+  const int64_t batch = shapes[0][0], out = shapes[0][1], length = shapes[0][2], in = shapes[1][1];
+  std::fill(dweight, dweight + out * in, 0.0f);
+  std::fill(dbias, dbias + out, 0.0f);
+  for (int64_t b = 0; b < batch; ++b) {
+    const float *dyb = dy + b * out * length, *xb = x + b * in * length;
+    if (!Gemm('T', 'N', in, length, out, weight, in, dyb, length, dx + b * in * length, length)) return 2;
+    if (!weight_grad) continue;
+    if (!Gemm('N', 'T', out, in, length, dyb, length, xb, length, dweight, in, true)) return 2;
+    for (int64_t o = 0; o < out; ++o) dbias[o] += Sum(dyb + o * length, length);
+  }
+  return 0;
+}
+
+DVT_KERNEL(ChannelMixBackward) { return ChannelMixGrads(params, shapes, true); }
+DVT_KERNEL(ConstChannelMixBackward) { return ChannelMixGrads(params, shapes, false); }

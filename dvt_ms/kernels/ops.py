@@ -153,3 +153,29 @@ def attention_mix_op() -> ops.Custom:
         return backward(dout, probs, v)
 
     return _aot("AttentionMix", lambda p, v: list(p[:-1]) + [v[-1]], lambda p, v: p, bprop)
+
+
+@lru_cache(maxsize=None)
+def const_project_op() -> ops.Custom:
+    """``(x [..., K], matrix [N, K]) -> x @ matrix.T`` for a constant ``matrix`` (its gradient is zero)."""
+    backward = _aot("ConstProjectBackward", lambda dy, x, w: (x, w), lambda dy, x, w: (x, w))
+
+    def bprop(x, matrix, out, dout):
+        return backward(dout, x, matrix)
+
+    return _aot("ProjectForward", lambda x, w: list(x[:-1]) + [w[0]], lambda x, w: x, bprop)
+
+
+@lru_cache(maxsize=None)
+def channel_mix_op(constant: bool = False) -> ops.Custom:
+    """``(x [B, I, L], weight [O, I], bias [O]) -> weight @ x[b] + bias`` per batch element.
+
+    ``constant``: ``weight`` and ``bias`` are constants (a resampling matrix), so their gradients are zero.
+    """
+    backward = _aot("ConstChannelMixBackward" if constant else "ChannelMixBackward",
+                    lambda dy, x, w: (x, w, w[:1]), lambda dy, x, w: (x, w, w))
+
+    def bprop(x, weight, bias, out, dout):
+        return backward(dout, x, weight)
+
+    return _aot("ChannelMixForward", lambda x, w, b: [x[0], w[0], x[2]], lambda x, w, b: x, bprop)

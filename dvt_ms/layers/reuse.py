@@ -3,6 +3,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal, initializer
 
+from ..kernels import cpu_kernels_active
 from .activation import GELU
 from .mlp import Mlp
 from .norm import LayerNorm
@@ -21,8 +22,16 @@ class FeatureReuse(nn.Cell):
         self.norm = LayerNorm((in_dim,), epsilon=norm_eps)
         self.mlp = Mlp(in_dim, hidden_dim, out_dim)
         self.resample = Tensor(token_resample_matrix(src_grid, dst_grid, class_token_weight=0.0))
+        self.fused = cpu_kernels_active()
+        if self.fused:
+            from ..kernels.ops import channel_mix_op
+
+            self.fused_resample = channel_mix_op(constant=True)
+            self.no_bias = Tensor(np.zeros(self.resample.shape[0], np.float32))
 
     def construct(self, tokens: Tensor) -> Tensor:
+        if self.fused:
+            return self.fused_resample(self.mlp(self.norm(tokens)), self.resample, self.no_bias)
         return ops.matmul(self.resample, self.mlp(self.norm(tokens)))
 
 
@@ -33,8 +42,15 @@ class ChannelMix(nn.Cell):
         super().__init__()
         self.weight = Parameter(initializer(TruncatedNormal(0.02), (out_channels, in_channels)), name="weight")
         self.bias = Parameter(initializer("zeros", (out_channels,)), name="bias")
+        self.fused = cpu_kernels_active()
+        if self.fused:
+            from ..kernels.ops import channel_mix_op
+
+            self.fused_mix = channel_mix_op()
 
     def construct(self, x: Tensor) -> Tensor:
+        if self.fused:
+            return self.fused_mix(x, self.weight, self.bias)
         return ops.matmul(self.weight, x) + self.bias.reshape(-1, 1)
 
 
@@ -52,13 +68,26 @@ class RelationReuse(nn.Cell):
         self.fc1 = ChannelMix(in_channels, out_channels * expansion)
         self.act = GELU()
         self.fc2 = ChannelMix(out_channels * expansion, out_channels)
-        self.resample_t = Tensor(np.ascontiguousarray(
-            token_resample_matrix(src_grid, dst_grid, class_token_weight=1.0).T))
+        resample = token_resample_matrix(src_grid, dst_grid, class_token_weight=1.0)
+        self.resample_t = Tensor(np.ascontiguousarray(resample.T))
         self.out_channels = out_channels
+        self.fused = cpu_kernels_active()
+        if self.fused:
+            from ..kernels import ops as fused_ops
+
+            self.resample = Tensor(resample)
+            self.no_bias = Tensor(np.zeros(resample.shape[0], np.float32))
+            self.fused_left = fused_ops.channel_mix_op(constant=True)
+            self.fused_right = fused_ops.const_project_op()
 
     def construct(self, relations: Tensor) -> Tensor:
         b, c, n, _ = relations.shape
         mixed = self.fc2(self.act(self.fc1(relations.reshape(b, c, n * n))))
+        if self.fused:  # A @ R per map, then (A @ R) @ A.T as one product
+            dst = self.resample.shape[0]
+            left = self.fused_left(mixed.reshape(b * self.out_channels, n, n), self.resample, self.no_bias)
+            both = self.fused_right(left.reshape(-1, n), self.resample)
+            return both.reshape(b, self.out_channels, dst, dst)
         # A @ R @ A.T as two plain 2-D products (a batched product would copy A once per map):
         # (R.T @ A.T) is (A @ R).T, transposed back, then (A @ R) @ A.T.
         dst = self.resample_t.shape[1]
