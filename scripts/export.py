@@ -51,11 +51,9 @@ def main(argv=None) -> int:
 
     from dvt_ms.export import export_cascade
     from dvt_ms.infer import model_from_checkpoint
-    from dvt_ms.kernels import set_cpu_kernels
 
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_device("CPU")
-    set_cpu_kernels("off")  # a MindIR file must not depend on this machine's compiled kernels
     net, metadata = model_from_checkpoint(args.checkpoint, args.model, overrides)
     manifest = export_cascade(net, args.output_dir, file_format=args.format, metadata=metadata,
                               overwrite=args.overwrite)

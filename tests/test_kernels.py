@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from mindspore import Tensor, nn, ops
 
-from dvt_ms import create_model
-from dvt_ms import kernels
+from dvt_ms import create_model, kernels
 from dvt_ms.kernels import cpu_kernels, cpu_kernels_active, stock_ops
 from dvt_ms.kernels import ops as kernel_ops
 from tests.conftest import ROOT

@@ -1,6 +1,5 @@
 """Device and execution-mode selection, with a CPU fallback."""
 import logging
-
 from typing import Optional
 
 import mindspore as ms
