@@ -123,9 +123,13 @@ def linear_op() -> ops.Custom:
 
 
 @lru_cache(maxsize=None)
-def project_op() -> ops.Custom:
-    """``(x [..., K], weight [N, K]) -> x @ weight.T`` on oneDNN's sgemm."""
-    backward = _aot("ProjectBackward", lambda dy, x, w: (x, w), lambda dy, x, w: (x, w))
+def project_op(constant: bool = False) -> ops.Custom:
+    """``(x [..., K], weight [N, K]) -> x @ weight.T`` on oneDNN's sgemm.
+
+    ``constant``: ``weight`` is a constant (a resampling matrix), so its gradient is zero.
+    """
+    backward = _aot("ConstProjectBackward" if constant else "ProjectBackward",
+                    lambda dy, x, w: (x, w), lambda dy, x, w: (x, w))
 
     def bprop(x, weight, out, dout):
         return backward(dout, x, weight)
@@ -153,17 +157,6 @@ def attention_mix_op() -> ops.Custom:
         return backward(dout, probs, v)
 
     return _aot("AttentionMix", lambda p, v: list(p[:-1]) + [v[-1]], lambda p, v: p, bprop)
-
-
-@lru_cache(maxsize=None)
-def const_project_op() -> ops.Custom:
-    """``(x [..., K], matrix [N, K]) -> x @ matrix.T`` for a constant ``matrix`` (its gradient is zero)."""
-    backward = _aot("ConstProjectBackward", lambda dy, x, w: (x, w), lambda dy, x, w: (x, w))
-
-    def bprop(x, matrix, out, dout):
-        return backward(dout, x, matrix)
-
-    return _aot("ProjectForward", lambda x, w: list(x[:-1]) + [w[0]], lambda x, w: x, bprop)
 
 
 @lru_cache(maxsize=None)

@@ -78,7 +78,7 @@ class RelationReuse(nn.Cell):
             self.resample = Tensor(resample)
             self.no_bias = Tensor(np.zeros(resample.shape[0], np.float32))
             self.fused_left = fused_ops.channel_mix_op(constant=True)
-            self.fused_right = fused_ops.const_project_op()
+            self.fused_right = fused_ops.project_op(constant=True)
 
     def construct(self, relations: Tensor) -> Tensor:
         b, c, n, _ = relations.shape
