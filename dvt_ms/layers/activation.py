@@ -9,6 +9,7 @@ of element-wise ops (BENCHMARKS.md).
 from mindspore import Tensor, nn, ops
 
 from ..kernels import cpu_kernels_active
+from ..kernels import ops as fused_ops
 
 _INV_SQRT2 = 0.7071067811865476
 
@@ -20,9 +21,7 @@ class GELU(nn.Cell):
         super().__init__()
         self.fused = cpu_kernels_active()
         if self.fused:
-            from ..kernels.ops import gelu_op
-
-            self.fused_op = gelu_op()
+            self.fused_op = fused_ops.gelu_op()
 
     def construct(self, x: Tensor) -> Tensor:
         if self.fused:

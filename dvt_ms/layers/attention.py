@@ -5,6 +5,7 @@ from mindspore import Tensor, nn, ops
 from mindspore.common import dtype as mstype
 
 from ..kernels import cpu_kernels_active
+from ..kernels import ops as fused_ops
 from .linear import Linear
 
 
@@ -31,8 +32,6 @@ class Attention(nn.Cell):
         self.unstack = ops.Unstack(axis=0)
         self.fused = cpu_kernels_active()
         if self.fused:
-            from ..kernels import ops as fused_ops
-
             self.fused_to_heads = fused_ops.qkv_to_heads_op(num_heads)
             self.fused_scale = Tensor([self.scale], mstype.float32)
             self.fused_scores = fused_ops.attention_scores_op()

@@ -2,6 +2,7 @@
 from mindspore import Tensor, nn
 
 from ..kernels import cpu_kernels_active
+from ..kernels import ops as fused_ops
 
 
 class Linear(nn.Dense):
@@ -16,8 +17,6 @@ class Linear(nn.Dense):
         super().__init__(in_features, out_features, has_bias=has_bias)
         self.fused = cpu_kernels_active()
         if self.fused:
-            from ..kernels import ops as fused_ops
-
             self.fused_linear = fused_ops.linear_op()
             self.fused_project = fused_ops.project_op()
 

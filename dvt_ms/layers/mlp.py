@@ -3,6 +3,7 @@ from typing import Optional
 
 from mindspore import Tensor, nn
 
+from ..kernels import ops as fused_ops
 from .activation import GELU
 from .linear import Linear
 
@@ -17,9 +18,7 @@ class Mlp(nn.Cell):
         self.fc2 = Linear(hidden_features, out_features or in_features)
         self.fused = self.fc1.fused
         if self.fused:
-            from ..kernels.ops import bias_gelu_op
-
-            self.fused_bias_gelu = bias_gelu_op()
+            self.fused_bias_gelu = fused_ops.bias_gelu_op()
 
     def construct(self, x: Tensor) -> Tensor:
         if self.fused:

@@ -5,6 +5,7 @@ import numpy as np
 from mindspore import Tensor, nn
 
 from ..kernels import cpu_kernels_active
+from ..kernels import ops as fused_ops
 
 
 class LayerNorm(nn.LayerNorm):
@@ -14,9 +15,7 @@ class LayerNorm(nn.LayerNorm):
         super().__init__(normalized_shape, epsilon=epsilon)
         self.fused = cpu_kernels_active()
         if self.fused:
-            from ..kernels.ops import layer_norm_op
-
-            self.fused_op = layer_norm_op()
+            self.fused_op = fused_ops.layer_norm_op()
             self.eps = Tensor(np.array([epsilon], np.float32))
 
     def construct(self, x: Tensor) -> Tensor:

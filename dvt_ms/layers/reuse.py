@@ -4,6 +4,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal, initializer
 
 from ..kernels import cpu_kernels_active
+from ..kernels import ops as fused_ops
 from .activation import GELU
 from .mlp import Mlp
 from .norm import LayerNorm
@@ -24,9 +25,7 @@ class FeatureReuse(nn.Cell):
         self.resample = Tensor(token_resample_matrix(src_grid, dst_grid, class_token_weight=0.0))
         self.fused = cpu_kernels_active()
         if self.fused:
-            from ..kernels.ops import channel_mix_op
-
-            self.fused_resample = channel_mix_op(constant=True)
+            self.fused_resample = fused_ops.channel_mix_op(constant=True)
             self.no_bias = Tensor(np.zeros(self.resample.shape[0], np.float32))
 
     def construct(self, tokens: Tensor) -> Tensor:
@@ -44,9 +43,7 @@ class ChannelMix(nn.Cell):
         self.bias = Parameter(initializer("zeros", (out_channels,)), name="bias")
         self.fused = cpu_kernels_active()
         if self.fused:
-            from ..kernels.ops import channel_mix_op
-
-            self.fused_mix = channel_mix_op()
+            self.fused_mix = fused_ops.channel_mix_op()
 
     def construct(self, x: Tensor) -> Tensor:
         if self.fused:
@@ -73,8 +70,6 @@ class RelationReuse(nn.Cell):
         self.out_channels = out_channels
         self.fused = cpu_kernels_active()
         if self.fused:
-            from ..kernels import ops as fused_ops
-
             self.resample = Tensor(resample)
             self.no_bias = Tensor(np.zeros(resample.shape[0], np.float32))
             self.fused_left = fused_ops.channel_mix_op(constant=True)

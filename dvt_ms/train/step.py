@@ -37,6 +37,7 @@ from mindspore.nn import DistributedGradReducer
 from mindspore.ops import AllReduce, ReduceOp
 
 from ..kernels import cpu_kernels_active
+from ..kernels.ops import non_finite_count_op
 from .ema import ModelEMA
 from .loss import check_targets
 
@@ -214,8 +215,6 @@ class TrainStep:
         # MindSpore's all_finite runs IsFinite + ReduceAll per gradient; on CPU one kernel counts them all
         count_non_finite = None
         if cpu_kernels_active() and self.amp_level == "O0":
-            from ..kernels.ops import non_finite_count_op
-
             count_non_finite = non_finite_count_op()
 
         def forward(images, targets, keep_rate):
