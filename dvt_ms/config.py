@@ -472,6 +472,12 @@ def _check_model_overrides(values: Dict[str, Any], sources: Dict[str, str]) -> N
         hints = ", ".join(f"{k!r}{_suggest(k, sorted(accepted))}" for k in unknown)
         raise ConfigError(f"{_where('model_overrides', sources)}: unknown key(s) {hints} for model "
                           f"{values['model']!r}; accepted: {', '.join(sorted(accepted))}")
+    from .models import model_spec
+
+    try:  # the whole architecture (a user-defined cascade included) is checked before any work starts
+        model_spec(values["model"], **values["model_overrides"])
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{_where('model_overrides', sources)}: {exc}") from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -581,14 +587,11 @@ def _existing_file(value: Optional[str]) -> None:
         raise ValueError(f"{value}: no such file")
 
 
-def model_num_exits(model: str) -> int:
-    """Exits of a registered model, without building it: one per DVT stage, else one."""
-    from .models import model_family
-    from .models.variants import DVT_DEIT_TOKENIZERS, DVT_T2T_TOKENIZERS
+def model_num_exits(model: str, overrides: Optional[Mapping[str, Any]] = None) -> int:
+    """Exits of a registered model with ``overrides``, read off its cascade spec without building it."""
+    from .models import model_spec
 
-    if model_family(model) != "dvt":
-        return 1
-    return len(DVT_T2T_TOKENIZERS if "t2t" in model else DVT_DEIT_TOKENIZERS)
+    return model_spec(model, **dict(overrides or {})).num_exits
 
 
 def _check_training(values: Dict[str, Any], sources: Dict[str, str]) -> None:
@@ -610,7 +613,7 @@ def _check_training(values: Dict[str, Any], sources: Dict[str, str]) -> None:
                           f"{_where('lr', sources)} ({values['lr']})")
     weights = values["exit_weights"]
     if weights is not None:
-        exits = model_num_exits(values["model"])
+        exits = model_num_exits(values["model"], overrides)
         if len(weights) != exits:
             raise ConfigError(f"{_where('exit_weights', sources)}: {len(weights)} weight(s) given but "
                               f"{values['model']} has {exits} exit(s)")

@@ -57,31 +57,16 @@ def _normalize(value: Any) -> Any:
     return value
 
 
-_ARCH_ATTRIBUTES = ("image_size", "num_classes", "embed_dim", "depth", "num_heads", "keep_rate",
-                    "fuse_token", "scale", "grid_size")
-
-
-def _architecture(net) -> list:
-    """What decides a network's outputs besides its weights: structure, shapes and hyper-parameters."""
-    items = []
-    for name, cell in net.cells_and_names():
-        attrs = {a: getattr(cell, a) for a in _ARCH_ATTRIBUTES
-                 if isinstance(getattr(cell, a, None), (int, float, bool, tuple))}
-        items.append((name, type(cell).__name__, sorted(attrs.items())))
-    items.extend((p.name, tuple(p.shape)) for p in net.get_parameters())
-    return items
-
-
 def check_checkpoint_model(metadata: Mapping[str, Any], model: str, overrides: Mapping[str, Any],
-                           checkpoint: Union[str, Path], net=None) -> None:
+                           checkpoint: Union[str, Path]) -> None:
     """Refuse a converted checkpoint whose recorded ``model``/``model_overrides`` differ from the config.
 
     Some overrides (``qk_scale``, ``keep_rate``, ``fuse_token``) keep every parameter shape, so loading
-    alone would not catch them. When the override mappings differ, the checkpoint's model is built and
-    compared with ``net``; differences that only spell out defaults are accepted. Official checkpoints
-    record neither key and are not checked.
+    alone would not catch them. When the override mappings differ, the two cascade specs are compared;
+    differences that only spell out defaults are accepted. Official checkpoints record neither key and
+    are not checked.
     """
-    from .models import create_model
+    from .models import model_spec
 
     stored_model = metadata.get("model")
     if stored_model is not None and stored_model != model:
@@ -96,58 +81,50 @@ def check_checkpoint_model(metadata: Mapping[str, Any], model: str, overrides: M
     differ = sorted(k for k in set(stored) | set(wanted) if stored.get(k, unset) != wanted.get(k, unset))
     if not differ:
         return
-    if net is not None:
-        try:
-            same = _architecture(create_model(model, **stored)) == _architecture(net)
-        except (TypeError, ValueError, KeyError):
-            same = False
-        if same:
-            logger.info("%s: model_overrides differ only in spelled-out defaults (%s)", checkpoint,
-                        ", ".join(differ))
-            return
+    try:
+        same = model_spec(model, **stored) == model_spec(model, **wanted)
+    except (TypeError, ValueError, KeyError):
+        same = False
+    if same:
+        logger.info("%s: model_overrides differ only in spelled-out defaults (%s)", checkpoint, ", ".join(differ))
+        return
     detail = ", ".join(f"{k}: checkpoint {stored.get(k, unset)!r} vs config {wanted.get(k, unset)!r}"
                        for k in differ)
     raise ValueError(f"{checkpoint} was converted with different model_overrides ({detail}); "
                      "set model_overrides to match")
 
 
-def build_model(model: str, overrides: Mapping[str, Any],
-                checkpoint: Union[str, Path]) -> Tuple[Any, Dict[str, Any]]:
+def build_model(model: str, overrides: Mapping[str, Any], checkpoint: Union[str, Path],
+                cpu_kernels: Optional[str] = None) -> Tuple[Any, Dict[str, Any]]:
     """Create ``model`` with ``overrides``, load ``checkpoint`` strictly; return ``(net, metadata)``."""
     from .checkpoint import load_checkpoint
     from .models import create_model
 
-    net = create_model(model, **dict(overrides))
+    net = create_model(model, cpu_kernels=cpu_kernels, **dict(overrides))
     metadata = load_checkpoint(net, checkpoint)
-    check_checkpoint_model(metadata, model, overrides, checkpoint, net)
+    check_checkpoint_model(metadata, model, overrides, checkpoint)
     net.set_train(False)
     return net, metadata
 
 
-def _stages(net) -> list:
-    from .models import DynamicVisionTransformer
-
-    return list(net.stages) if isinstance(net, DynamicVisionTransformer) else [net]
-
-
 def num_exits(net) -> int:
-    """Exits of a network: one per DVT stage, one for a plain ViT/EViT."""
-    return len(_stages(net))
+    """Exits of a network (its cascade spec): one per DVT stage, one for a plain ViT/EViT."""
+    return net.spec.num_exits
 
 
 def model_num_classes(net) -> int:
     """Classes the network predicts."""
-    return int(_stages(net)[-1].num_classes)
+    return int(net.spec.num_classes)
 
 
 def model_image_size(net) -> int:
     """Input resolution the network was built for."""
-    return int(_stages(net)[0].image_size)
+    return int(net.spec.image_size)
 
 
 def exit_names(net) -> List[str]:
     """Token grid of each exit, e.g. ``['7x7', '10x10', '14x14']``."""
-    return [f"{s.grid_size}x{s.grid_size}" for s in _stages(net)]
+    return [net.spec.exit_name(k) for k in range(net.spec.num_exits)]
 
 
 def exit_gmacs(net) -> List[float]:

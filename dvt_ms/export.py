@@ -1,8 +1,8 @@
 """Export a DVT cascade as one MindIR file per stage, with a JSON manifest that wires them together.
 
-Every stage file has a dynamic batch dimension. Its inputs are the images plus what it reuses from the
-previous stage (final tokens, stacked attention logits); its outputs are its logits plus what the next
-stage reuses. ``dvt_export.json`` lists the files, each input's source (the images or an output of the
+Every stage file has a dynamic batch dimension. Its inputs and outputs are those of the cascade spec's
+``stage_io``: the images plus what it reuses from earlier stages (final tokens, stacked attention
+logits), and its logits plus what later stages reuse. ``dvt_export.json`` lists the files, each input's source (the images or an output of the
 previous stage), the preprocessing, the exit rule and the checkpoint's thresholds, so that a runtime
 can run the cascade with early exits without this package.
 """
@@ -15,8 +15,8 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 import mindspore as ms
 import numpy as np
 
-from .infer import IMAGENET_MEAN, IMAGENET_STD, build_stage_cells, eval_sizes, stage_input_specs
-from .kernels import stock_ops
+from .infer import IMAGENET_MEAN, IMAGENET_STD, EngineStage, eval_sizes, stage_input_specs
+from .models.cascade_spec import TensorSpec
 from .models.dvt import DynamicVisionTransformer
 from .utils.atomic import atomic_path
 
@@ -36,8 +36,9 @@ def _stage_file(index: int) -> str:
     return f"dvt_stage{index}.mindir"
 
 
-def _shape(tensor: ms.Tensor) -> List[int]:
-    return [-1 if d is None or d < 0 else int(d) for d in tensor.shape]
+def _entry(tensor: TensorSpec) -> Dict[str, Any]:
+    """A manifest entry of a stage input or output; -1 is the dynamic batch dimension."""
+    return {"name": tensor.name, "shape": [-1 if d is None else int(d) for d in tensor.shape], "dtype": tensor.dtype}
 
 
 def _thresholds_entry(metadata: Mapping[str, Any], n_exits: int) -> Optional[Dict[str, Any]]:
@@ -82,44 +83,41 @@ def export_cascade(model: DynamicVisionTransformer, output_dir: Union[str, os.Pa
             path.unlink()
 
     model.set_train(False)
-    cells = build_stage_cells(model)
+    spec = model.spec
     stages = []
-    for k, cell in enumerate(cells):
-        specs = stage_input_specs(model, cell, k)
+    for k, stage in enumerate(model.stages):
+        io = spec.stage_io(k)
+        cell = EngineStage(stage)
+        specs = stage_input_specs(spec, k)
         cell.set_inputs(*specs)
         path = out / _stage_file(k)
-        with stock_ops(model):  # a file for other machines; and the fused kernels need static shapes
+        with model.kernels.stock():  # a file for other machines; and the fused kernels need static shapes
             ms.export(cell, *specs, file_name=str(path.with_suffix("")), file_format=fmt)
         if not path.is_file():
             raise RuntimeError(f"MindSpore did not write {path}")
         inputs = []
-        for name, spec in zip(cell.input_names, specs):
-            source: Any = "images" if name == "images" else {
-                "stage": k - 1, "output": cells[k - 1].output_names.index(name), "name": name}
-            inputs.append({"name": name, "shape": _shape(spec), "dtype": "float32", "source": source})
-        stage = model.stages[k]
-        outputs = [{"name": "logits", "shape": [-1, int(stage.num_classes)], "dtype": "float32"}]
-        n_tokens = stage.grid_size ** 2 + 1
-        if cell.gives_tokens:
-            outputs.append({"name": "tokens", "shape": [-1, n_tokens, int(stage.embed_dim)], "dtype": "float32"})
-        if cell.gives_relations:
-            outputs.append({"name": "relations", "dtype": "float32",
-                            "shape": [-1, int(stage.depth * stage.num_heads), n_tokens, n_tokens]})
-        stages.append({"exit": k, "file": path.name, "grid_size": int(stage.grid_size),
-                       "inputs": inputs, "outputs": outputs})
-        logger.info("wrote %s (%s -> %s)", path, ", ".join(cell.input_names), ", ".join(cell.output_names))
+        for tensor in io.inputs:
+            entry = _entry(tensor)
+            if tensor.source is None:
+                entry["source"] = "images"
+            else:
+                source, name = tensor.source
+                entry["source"] = {"stage": source, "output": spec.stage_io(source).output_names.index(name),
+                                   "name": name}
+            inputs.append(entry)
+        stages.append({"exit": k, "file": path.name, "grid_size": spec.grid_size(k),
+                       "inputs": inputs, "outputs": [_entry(t) for t in io.outputs]})
+        logger.info("wrote %s (%s -> %s)", path, ", ".join(io.input_names), ", ".join(io.output_names))
 
-    image_size = int(model.stages[0].image_size)
+    image_size = spec.image_size
     resize, crop = eval_sizes(image_size)
     manifest = {
         "format": fmt,
         "version": MANIFEST_VERSION,
         "model": metadata.get("model"),
         "model_overrides": metadata.get("model_overrides"),
-        "feature_reuse": bool(model.feature_reuse),
-        "relation_reuse": bool(model.relation_reuse),
         "num_exits": n_exits,
-        "num_classes": int(model.stages[0].num_classes),
+        "num_classes": spec.num_classes,
         "image_size": image_size,
         "preprocessing": {
             "layout": "NCHW", "dtype": "float32", "channels": "RGB", "scale": 1.0 / 255.0,

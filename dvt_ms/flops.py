@@ -2,8 +2,9 @@
 
 Only matrix products are counted: patch embedding, the T2T soft splits' Performer layers and
 projection, qkv, ``q @ k^T``, ``attn @ v``, the attention projection, the MLPs, the DVT reuse modules
-(their MLP/channel mixes and resampling matrices) and the head. Element-wise ops, softmax, GELU,
-LayerNorm, biases and EViT's token fusion are ignored, as in the published DeiT/T2T-ViT/DVT/EViT
+(their MLP/channel mixes and resampling matrices, and in a pruning stage the token map applied to what it
+reuses) and the head. Token counts, EViT's pruned ones included, come from the cascade spec. Element-wise ops, softmax, GELU,
+LayerNorm, biases and EViT's token selection and fusion are ignored, as in the published DeiT/T2T-ViT/DVT/EViT
 figures. Counts are MACs (one multiply plus one add); FLOPs are about twice that.
 """
 from typing import Dict, List
@@ -11,7 +12,6 @@ from typing import Dict, List
 from mindspore import nn
 
 from .layers import Block, FeatureReuse, PatchEmbed, RelationReuse, TokenPerformer, TokensToToken
-from .layers.token_reorganization import resolve_keep_count
 from .models.dvt import DynamicVisionTransformer
 from .models.vision_transformer import VisionTransformer
 
@@ -60,32 +60,36 @@ def _relation_reuse(module: RelationReuse) -> int:
     return mixes + out * (dst * src * src + dst * src * dst)
 
 
-def _block(block: Block, tokens: int, parts: Dict[str, float]) -> int:
-    """Add one block's MACs on ``tokens`` input tokens to ``parts``; return its output token count."""
+def _block(block: Block, tokens_in: int, tokens_out: int, full: int, parts: Dict[str, float]) -> None:
+    """Add one block's MACs to ``parts``: attention on ``tokens_in`` tokens, the MLP on ``tokens_out``
+    (after EViT's reorganization); ``full`` is the stage's full token count (what reused inputs cover)."""
     attn = block.attn
     dim = attn.num_heads * attn.head_dim
-    parts["attention"] += (_dense(attn.qkv, tokens) + 2 * tokens * tokens * dim
-                           + _dense(attn.proj, tokens))
-    keep = resolve_keep_count(block.keep_rate, None, tokens - 1)
-    if keep > 0:
-        tokens = 1 + keep + int(block.fuse_token)
-    parts["mlp"] += _dense(block.mlp.fc1, tokens) + _dense(block.mlp.fc2, tokens)
+    parts["attention"] += (_dense(attn.qkv, tokens_in) + 2 * tokens_in * tokens_in * dim
+                           + _dense(attn.proj, tokens_in))
+    parts["mlp"] += _dense(block.mlp.fc1, tokens_out) + _dense(block.mlp.fc2, tokens_out)
     if block.feature_reuse is not None:
         parts["feature_reuse"] += _feature_reuse(block.feature_reuse)
-    return tokens
+        if tokens_out != full:  # the token map applied to the full-grid features
+            parts["feature_reuse"] += tokens_out * full * block.feature_reuse.mlp.fc2.out_channels
 
 
 def _stage(model: VisionTransformer, image_size: int) -> Dict[str, float]:
     if image_size != model.image_size:
         raise ValueError(f"the model was built for image_size {model.image_size}, not {image_size}; "
                          "rebuild it with image_size=... to count another resolution")
+    spec, k = model.spec, model.index
     parts = dict.fromkeys(PARTS, 0.0)
     parts["tokenizer"] = float(_tokenizer(model.tokenizer))
-    tokens = model.grid_size ** 2 + 1
-    for block in model.blocks:
-        tokens = _block(block, tokens, parts)
+    full = spec.num_tokens(k)
+    tokens = full
+    for block, after in zip(model.blocks, spec.block_tokens(k)):
+        _block(block, tokens, after, full, parts)
+        if model.relation_reuse is not None and tokens != full:  # M @ bias @ M.T per head
+            parts["relation_reuse"] += block.attn.num_heads * (tokens * full * full + tokens * full * tokens)
+        tokens = after
     if model.relation_reuse is not None:
-        parts["relation_reuse"] = float(_relation_reuse(model.relation_reuse))
+        parts["relation_reuse"] += float(_relation_reuse(model.relation_reuse))
     if isinstance(model.head, nn.Dense):
         parts["head"] = float(_dense(model.head, 1))
     parts["total"] = sum(parts[key] for key in PARTS)

@@ -6,7 +6,10 @@ reused tokens and attention logits gathered for just those samples. The exit rul
 :func:`dvt_ms.budget.exit_assignment`, so the predictions equal those of the full cascade at the
 exits taken.
 
-Each stage is wrapped in a small :class:`CascadeStage` cell. Two batch-shape strategies are offered:
+The engine calls the model's own stage cells (:class:`~dvt_ms.models.dvt.CascadeStage`), whose named
+inputs and outputs are the cascade spec's ``stage_io``: a stage may reuse the outputs of any earlier
+stage, and the engine keeps each stage's outputs for as long as a later stage needs them. Two
+batch-shape strategies are offered:
 
 - ``"dynamic"``: one graph per stage, compiled once with a dynamic batch dimension
   (``Cell.set_inputs``). Any remainder size runs without a recompile. On MindSpore 2.10's CPU backend
@@ -23,7 +26,6 @@ building a model from a checkpoint and picking thresholds.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import os
@@ -37,14 +39,13 @@ from mindspore import Tensor, nn, ops
 
 from .budget import LAST_THRESHOLD, UNSET_THRESHOLD, exit_assignment, fit_thresholds
 from .evaluate import softmax
-from .kernels import stock_ops
-from .models.dvt import DynamicVisionTransformer
+from .models.cascade_spec import CascadeSpec
+from .models.dvt import CascadeStage, DynamicVisionTransformer
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "AdaptiveClassifier", "CascadeStage", "ExitResult", "SHAPE_MODES", "default_buckets", "build_stage_cells",
-    "stage_input_specs", "softmax", "topk", "exit_probabilities", "thresholds_for_fractions",
+    "AdaptiveClassifier", "EngineStage", "ExitResult", "SHAPE_MODES", "default_buckets", "stage_input_specs", "softmax", "topk", "exit_probabilities", "thresholds_for_fractions",
     "calibrate_thresholds", "check_thresholds", "parse_thresholds", "budget_thresholds",
     "model_from_checkpoint", "IMAGENET_MEAN", "IMAGENET_STD", "eval_sizes", "load_image", "iter_image_paths",
     "iter_image_batches", "read_class_names", "exit_fraction_summary",
@@ -59,47 +60,18 @@ DEFAULT_MAX_BUCKET = 64
 
 
 # --------------------------------------------------------------------------------------------------
-# one stage as a cell
+# stage cells
 # --------------------------------------------------------------------------------------------------
-class CascadeStage(nn.Cell):
-    """One DVT stage: ``(images[, tokens][, relations]) -> (logits[, tokens][, relations])``.
+class EngineStage(nn.Cell):
+    """An engine's own handle on one :class:`~dvt_ms.models.dvt.CascadeStage` (shared parameters, same
+    names): each engine compiles, and caches, its own graphs of the stage."""
 
-    ``tokens`` are the previous stage's final tokens ``[B, 1 + g*g, C]`` (before its final norm) and
-    ``relations`` its stacked attention logits ``[B, depth * heads, N, N]``. Which of them a stage takes
-    and gives follows the cascade's ``feature_reuse``/``relation_reuse`` flags; the last stage gives
-    logits only. The output is always a tuple.
-    """
-
-    def __init__(self, stage: nn.Cell, takes_tokens: bool, takes_relations: bool, gives_tokens: bool,
-                 gives_relations: bool):
-        super().__init__(auto_prefix=False)  # keep the model's parameter names
+    def __init__(self, stage: CascadeStage):
+        super().__init__(auto_prefix=False)
         self.stage = stage
-        self.takes_tokens = takes_tokens
-        self.takes_relations = takes_relations
-        self.gives_tokens = gives_tokens
-        self.gives_relations = gives_relations
-
-    @property
-    def input_names(self) -> Tuple[str, ...]:
-        return ("images",) + ("tokens",) * self.takes_tokens + ("relations",) * self.takes_relations
-
-    @property
-    def output_names(self) -> Tuple[str, ...]:
-        return ("logits",) + ("tokens",) * self.gives_tokens + ("relations",) * self.gives_relations
 
     def construct(self, *inputs):
-        images = inputs[0]
-        tokens = inputs[1] if self.takes_tokens else None
-        relations = inputs[-1] if self.takes_relations else None
-        logits, final_tokens, stacked, _ = self.stage.forward_stage(images, tokens, relations, None,
-                                                                    self.gives_relations)
-        if self.gives_tokens and self.gives_relations:
-            return logits, final_tokens, stacked
-        if self.gives_tokens:
-            return logits, final_tokens
-        if self.gives_relations:
-            return logits, stacked
-        return (logits,)
+        return self.stage(*inputs)
 
 
 def _check_cascade(model: Any) -> DynamicVisionTransformer:
@@ -108,35 +80,9 @@ def _check_cascade(model: Any) -> DynamicVisionTransformer:
     return model
 
 
-def build_stage_cells(model: DynamicVisionTransformer) -> List[CascadeStage]:
-    """One :class:`CascadeStage` per stage of ``model``, wired by its reuse flags (no shapes set)."""
-    model = _check_cascade(model)
-    last = model.num_exits - 1
-    cells = []
-    for k, stage in enumerate(model.stages):
-        cell = CascadeStage(stage, takes_tokens=k > 0 and model.feature_reuse,
-                            takes_relations=k > 0 and model.relation_reuse,
-                            gives_tokens=k < last and model.feature_reuse,
-                            gives_relations=k < last and model.relation_reuse)
-        cell.set_train(False)
-        cells.append(cell)
-    return cells
-
-
-def stage_input_specs(model: DynamicVisionTransformer, cell: CascadeStage, index: int,
-                      batch: Optional[int] = None) -> List[Tensor]:
-    """Placeholder tensors of stage ``index``'s inputs; ``batch=None`` gives a dynamic batch dimension."""
-    stage = model.stages[index]
-    size = stage.image_size
-    specs = [Tensor(shape=[batch, 3, size, size], dtype=ms.float32)]
-    if index > 0:
-        prev = model.stages[index - 1]
-        n_prev = prev.grid_size ** 2 + 1
-        if cell.takes_tokens:
-            specs.append(Tensor(shape=[batch, n_prev, prev.embed_dim], dtype=ms.float32))
-        if cell.takes_relations:
-            specs.append(Tensor(shape=[batch, prev.depth * prev.num_heads, n_prev, n_prev], dtype=ms.float32))
-    return specs
+def stage_input_specs(spec: CascadeSpec, index: int, batch: Optional[int] = None) -> List[Tensor]:
+    """Placeholder tensors of stage ``index``'s inputs (``spec.stage_io``); ``batch=None`` is dynamic."""
+    return [Tensor(shape=list(t.shape), dtype=ms.float32) for t in spec.stage_io(index, batch).inputs]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -249,16 +195,16 @@ class AdaptiveClassifier:
             self.buckets = self._check_buckets(default_buckets() if buckets is None else buckets)
         elif buckets is not None:
             raise ValueError("buckets are only used with shape_mode='buckets'")
-        first = model.stages[0]
-        self.image_size = int(first.image_size)
-        self.num_classes = int(first.num_classes)
+        self.spec: CascadeSpec = model.spec
+        self.image_size = int(self.spec.image_size)
+        self.num_classes = int(self.spec.num_classes)
         model.set_train(False)
-        self.cells = build_stage_cells(model)
+        self.cells = [EngineStage(stage) for stage in model.stages]
         self._stage_ops = contextlib.nullcontext
         if shape_mode == "dynamic":
-            self._stage_ops = functools.partial(stock_ops, model)
+            self._stage_ops = model.kernels.stock
             for k, cell in enumerate(self.cells):
-                cell.set_inputs(*stage_input_specs(model, cell, k))
+                cell.set_inputs(*stage_input_specs(self.spec, k))
         # per stage: graph batch size -> number of calls (what ran, for tests and benchmarks)
         self.stage_batches: List[Dict[int, int]] = [{} for _ in self.cells]
 
@@ -326,18 +272,23 @@ class AdaptiveClassifier:
         all_probs = np.zeros((batch, self.num_classes), np.float32) if return_probs else None
         all_logits = np.zeros((batch, self.num_classes), np.float32) if return_logits else None
 
-        remaining = np.arange(batch)  # rows of the input still in the cascade
-        rows = remaining  # their rows in the previous stage's outputs
+        remaining = np.arange(batch)  # input rows still in the cascade, ascending
         x = Tensor(images)
-        reused: Tuple[Tensor, ...] = ()
+        given: Dict[int, Tuple[np.ndarray, Dict[str, Tensor]]] = {}  # stage -> (its input rows, outputs by name)
         for k, cell in enumerate(self.cells):
+            io = self.spec.stage_io(k)
             n = remaining.shape[0]
+            reused = []  # (tensor, row of each remaining sample in it)
+            for tensor_spec in io.inputs[1:]:
+                source, name = tensor_spec.source
+                source_rows, outputs = given[source]
+                reused.append((outputs[name], np.searchsorted(source_rows, remaining)))
             calls = []
             for start, stop, size in self.batch_plan(n):
-                image_rows = _pad_rows(remaining[start:stop], size)
-                reuse_rows = _pad_rows(rows[start:stop], size)
+                args = [_gather_rows(x, _pad_rows(remaining[start:stop], size))]
+                args += [_gather_rows(t, _pad_rows(rows[start:stop], size)) for t, rows in reused]
                 with self._stage_ops():  # a dynamic-shape stage compiles (once) on MindSpore's ops
-                    calls.append(cell(_gather_rows(x, image_rows), *(_gather_rows(t, reuse_rows) for t in reused)))
+                    calls.append(cell(*args))
                 self.stage_batches[k][size] = self.stage_batches[k].get(size, 0) + 1
             # only the last call is padded, so rows 0..n-1 of the concatenation are the remaining samples
             logits = np.concatenate([c[0].asnumpy() for c in calls])[:n]
@@ -352,15 +303,12 @@ class AdaptiveClassifier:
                 all_probs[done] = probs[leave]
             if all_logits is not None:
                 all_logits[done] = logits[leave]
-            stay = np.flatnonzero(~leave)
-            if stay.size == 0:
+            if leave.all():
                 break
-            remaining = remaining[stay]
-            rows = stay
-            if len(calls) == 1:
-                reused = tuple(calls[0][1:])
-            else:
-                reused = tuple(ops.concat([c[j] for c in calls], axis=0) for j in range(1, len(calls[0])))
+            if len(io.outputs) > 1:
+                given[k] = (remaining, {name: calls[0][j] if len(calls) == 1 else ops.concat([c[j] for c in calls])
+                                        for j, name in enumerate(io.output_names) if j > 0})
+            remaining = remaining[~leave]
         if (exits < 0).any():  # unreachable: the last threshold is validated to accept everyone
             raise RuntimeError("some samples left at no exit")
         return ExitResult(predictions, exits, confidences, all_probs, all_logits)
@@ -460,7 +408,8 @@ def budget_thresholds(metadata: Mapping[str, Any], budget_step: int, n_exits: in
 # models from checkpoints
 # --------------------------------------------------------------------------------------------------
 def model_from_checkpoint(path: Union[str, os.PathLike], model_name: Optional[str] = None,
-                          overrides: Optional[Mapping[str, Any]] = None) -> Tuple[nn.Cell, Dict[str, Any]]:
+                          overrides: Optional[Mapping[str, Any]] = None,
+                          cpu_kernels: Optional[str] = None) -> Tuple[nn.Cell, Dict[str, Any]]:
     """Build the model a checkpoint was converted from and load it; returns ``(model, metadata)``.
 
     A converted ``.ckpt`` names its model (``model``, ``model_overrides``); ``model_name``/``overrides``
@@ -486,7 +435,7 @@ def model_from_checkpoint(path: Union[str, os.PathLike], model_name: Optional[st
         raise ValueError(f"{path}: the checkpoint does not name its model; pass --model (and --set ...)")
     if model_name not in list_models():
         raise ValueError(f"unknown model {model_name!r}; available: {', '.join(list_models())}")
-    net = create_model(model_name, **overrides)
+    net = create_model(model_name, cpu_kernels=cpu_kernels, **overrides)
     metadata = load_checkpoint(net, path)
     metadata.setdefault("model", model_name)
     metadata.setdefault("model_overrides", overrides)

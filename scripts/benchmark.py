@@ -231,18 +231,15 @@ def deit_small_macs(measurements: List[Measurement], image_size: int) -> float:
 # ----------------------------------------------------------------------------------------------------
 # MindSpore
 # ----------------------------------------------------------------------------------------------------
-def stock_ops(framework: str):
-    """Build inside this to get MindSpore's own ops for ``STOCK`` measurements (the chosen kernels otherwise)."""
-    from dvt_ms.kernels import cpu_kernels, get_cpu_kernels
-
-    return cpu_kernels("off" if framework == STOCK else get_cpu_kernels())
+def kernel_mode(mode: str, framework: str) -> str:
+    """The ``cpu_kernels`` mode of a measurement: MindSpore's own ops for ``STOCK`` rows, ``mode`` otherwise."""
+    return "off" if framework == STOCK else mode
 
 
-def kernels_description() -> str:
-    from dvt_ms.kernels import cpu_kernels_active, get_cpu_kernels
+def kernels_description(mode: str) -> str:
+    from dvt_ms.kernels import KernelChoice
 
-    used = "in use" if cpu_kernels_active() else "not in use"
-    return f"{get_cpu_kernels()} ({used}; the {STOCK} rows are built without them)"
+    return f"{mode}: {KernelChoice.resolve(mode).describe()} (the {STOCK} rows are built without them)"
 
 
 def mindspore_measurements(args: argparse.Namespace, images: Dict[int, "object"], models: List[str],
@@ -256,8 +253,7 @@ def mindspore_measurements(args: argparse.Namespace, images: Dict[int, "object"]
     out = []
     for name in models:
         logger.info("building %s (%s)", name, framework)
-        with stock_ops(framework):
-            net = create_model(name, image_size=args.image_size)
+        net = create_model(name, image_size=args.image_size, cpu_kernels=kernel_mode(args.cpu_kernels, framework))
         net.set_train(False)
         macs = count(net, args.image_size)[-1]
         for batch in args.batch_sizes:
@@ -461,9 +457,9 @@ def early_exit_measurements(args: argparse.Namespace, images) -> dict:
 
     size = args.image_size
     x = Tensor(images, ms.float32)
-    dvt = create_model("dvt_deit_small", image_size=size)
-    deit = create_model("deit_small", image_size=size)
-    evit = create_model("evit_deit_small", image_size=size)
+    dvt = create_model("dvt_deit_small", image_size=size, cpu_kernels=args.cpu_kernels)
+    deit = create_model("deit_small", image_size=size, cpu_kernels=args.cpu_kernels)
+    evit = create_model("evit_deit_small", image_size=size, cpu_kernels=args.cpu_kernels)
     for net in (dvt, deit, evit):
         net.set_train(False)
     if len(args.exit_fractions) != dvt.num_exits:
@@ -608,7 +604,7 @@ def early_exit_suite(args: argparse.Namespace, device: str) -> int:
         "machine": f"{cpu_model()} ({platform.machine()}), {os.cpu_count()} logical CPUs",
         "mindspore": f"{ms.__version__}, CPU kernel threads (runtime_num_threads) = "
                      f"{int(ms.get_context('runtime_num_threads'))}",
-        "fused CPU kernels": kernels_description(),
+        "fused CPU kernels": kernels_description(args.cpu_kernels),
         "images": f"{args.exit_batch} x 3 x {args.image_size} x {args.image_size}, standard normal, seed "
                   f"{args.exit_seed}; random weights",
         "calls": f"engines, deit_small, evit_deit_small: all {args.exit_batch} images in one call; full cascade: "
@@ -653,7 +649,7 @@ def _soft_targets(batch: int, num_classes: int, smoothing: float, seed: int):
     return targets
 
 
-def mindspore_train_measurement(name: str, batch: int, image_size: int, images, targets,
+def mindspore_train_measurement(name: str, batch: int, image_size: int, images, targets, cpu_kernels: str,
                                 framework: str = "mindspore") -> Measurement:
     """One ``TrainStep`` call: forward, multi-exit loss, backward, finite checks, AdamW update (no EMA)."""
     import mindspore as ms
@@ -664,8 +660,7 @@ def mindspore_train_measurement(name: str, batch: int, image_size: int, images, 
     from dvt_ms.train import MultiExitLoss, TrainStep, create_optimizer
 
     ms.set_seed(0)
-    with stock_ops(framework):
-        net = create_model(name, image_size=image_size)
+    net = create_model(name, image_size=image_size, cpu_kernels=kernel_mode(cpu_kernels, framework))
     optimizer = create_optimizer(net, "adamw", 5e-4, weight_decay=0.05)
     step = TrainStep(net, MultiExitLoss(label_smoothing=0.1), optimizer)
     x, y = Tensor(images, ms.float32), Tensor(targets, ms.float32)
@@ -757,9 +752,10 @@ def train_suite(args: argparse.Namespace, device: str) -> int:
     measurements = []
     for name in args.train_models:
         logger.info("building the %s training step", name)
-        measurements.append(mindspore_train_measurement(name, batch, size, images, targets))
+        measurements.append(mindspore_train_measurement(name, batch, size, images, targets, args.cpu_kernels))
     if args.stock_baseline:
-        measurements.append(mindspore_train_measurement("deit_small", batch, size, images, targets, STOCK))
+        measurements.append(mindspore_train_measurement("deit_small", batch, size, images, targets, args.cpu_kernels,
+                                                        STOCK))
     torch = import_torch(args, ms_threads)
     if torch is not None:
         macs = deit_small_macs(measurements, size)
@@ -774,7 +770,7 @@ def train_suite(args: argparse.Namespace, device: str) -> int:
         "device": device,
         "machine": f"{cpu_model()} ({platform.machine()}), {os.cpu_count()} logical CPUs",
         "mindspore": f"{ms.__version__}, graph mode, CPU kernel threads (runtime_num_threads) = {ms_threads}",
-        "fused CPU kernels": kernels_description(),
+        "fused CPU kernels": kernels_description(args.cpu_kernels),
         "torch": "not used" if torch is None else
                  f"{torch.__version__}, threads = {torch.get_num_threads()}, eager, train mode",
         "step": f"batch {batch} x 3 x {size} x {size} random images, soft targets (1000 classes), AdamW 5e-4 / "
@@ -803,11 +799,9 @@ def main(argv=None) -> int:
     import numpy as np
     import mindspore as ms
 
-    from dvt_ms.kernels import set_cpu_kernels
     from dvt_ms.utils.device import configure_device
 
-    device = configure_device(args.device_target, "graph")
-    set_cpu_kernels(args.cpu_kernels)
+    device = configure_device(args.device_target, "graph", args.cpu_kernels)
     if args.suite == "early_exit":
         return early_exit_suite(args, device)
     if args.suite == "train":
@@ -834,7 +828,7 @@ def main(argv=None) -> int:
         "device": device,
         "machine": f"{cpu_model()} ({platform.machine()}), {os.cpu_count()} logical CPUs",
         "mindspore": f"{ms.__version__}, CPU kernel threads (runtime_num_threads) = {ms_threads}",
-        "fused CPU kernels": kernels_description(),
+        "fused CPU kernels": kernels_description(args.cpu_kernels),
         "torch": "not used" if torch is None else
                  f"{torch.__version__}, threads = {torch.get_num_threads()}, eager, inference_mode",
         "load average before/after": f"{load_before:.2f} / {load_after:.2f}",

@@ -136,7 +136,7 @@ def _model_modes(config) -> dict:
                                  fit_subset_indices, model_num_classes, num_exits, stored_flops,
                                  stored_thresholds)
 
-    net, metadata = build_model(config.model, config.model_overrides, config.checkpoint)
+    net, metadata = build_model(config.model, config.model_overrides, config.checkpoint, config.cpu_kernels)
     n_exits = num_exits(net)
     gmacs = exit_gmacs(net)
     flops_stored = stored_flops(metadata, config.checkpoint, n_exits)

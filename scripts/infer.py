@@ -149,7 +149,7 @@ def main(argv=None) -> int:
     from dvt_ms.utils.device import configure_device
 
     device = configure_device(args.device_target, "graph", args.cpu_kernels)
-    net, metadata = model_from_checkpoint(args.checkpoint, args.model, overrides)
+    net, metadata = model_from_checkpoint(args.checkpoint, args.model, overrides, args.cpu_kernels)
     if not isinstance(net, DynamicVisionTransformer):
         raise ValueError(f"{metadata['model']} is not a DVT cascade; early-exit inference needs a dvt_* model")
     thresholds = choose_thresholds(args, metadata, net.num_exits)

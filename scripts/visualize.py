@@ -242,7 +242,7 @@ def main(argv=None) -> int:
     device = configure_device(config.device_target, config.ms_mode, config.cpu_kernels)
     if device != config.device_target:
         logger.warning("running on %s instead of the requested %s", device, config.device_target)
-    net, metadata = build_model(config.model, config.model_overrides, config.checkpoint)
+    net, metadata = build_model(config.model, config.model_overrides, config.checkpoint, config.cpu_kernels)
     if mode == "exits":
         _exits(config, net, metadata)
     else:

@@ -12,11 +12,16 @@ import pytest
 from mindspore import Tensor, nn, ops
 
 from dvt_ms import create_model, kernels
-from dvt_ms.kernels import cpu_kernels, cpu_kernels_active, stock_ops
+from dvt_ms.kernels import STOCK, KernelChoice, UsesKernels, build
 from dvt_ms.kernels import ops as kernel_ops
 from tests.conftest import ROOT
 
-needs_kernels = pytest.mark.skipif(not cpu_kernels_active(), reason="the fused CPU kernels cannot be built here")
+needs_kernels = pytest.mark.skipif(not KernelChoice.resolve("auto", "CPU").available,
+                                   reason="the fused CPU kernels cannot be built here")
+
+
+def fused_choice() -> KernelChoice:
+    return KernelChoice.resolve("on", "CPU")
 
 TINY = dict(embed_dim=48, depth=2, num_heads=3, mlp_ratio=2.0, num_classes=10)
 RNG = np.random.default_rng(0)
@@ -27,11 +32,9 @@ def tensor(*shape, scale=1.0):
 
 
 def fused_and_stock(build):
-    """The same cell built with and without the kernels, sharing one set of weights."""
-    with cpu_kernels("on"):
-        fused = build()
-    with cpu_kernels("off"):
-        stock = build()
+    """The same cell built with and without the kernels (``build(kernels)``), sharing one set of weights."""
+    fused = build(fused_choice())
+    stock = build(STOCK)
     weights = {p.name: ms.Parameter(Tensor(p.asnumpy()), name=p.name) for p in fused.get_parameters()}
     assert ms.load_param_into_net(stock, weights) == ([], [])
     return fused, stock
@@ -75,11 +78,11 @@ def assert_same(fused_values, stock_values, atol):
 
 
 # ---- single layers, shapes below and above the threading threshold, widths that are not multiples of 16
-class SoftmaxCell(nn.Cell):
-    def __init__(self):
+class SoftmaxCell(UsesKernels, nn.Cell):
+    def __init__(self, kernels=STOCK):
         super().__init__()
-        self.fused = cpu_kernels_active()
-        if self.fused:
+        self.kernels = kernels
+        if kernels.available:
             self.op = kernel_ops.softmax_op()
 
     def construct(self, x):
@@ -99,8 +102,8 @@ def test_softmax_matches_mindspore(shape):
 def test_layer_norm_matches_mindspore(shape):
     from dvt_ms.layers import LayerNorm
 
-    def build():
-        norm = LayerNorm((shape[-1],), epsilon=1e-6)
+    def build(kernels):
+        norm = LayerNorm((shape[-1],), epsilon=1e-6, kernels=kernels)
         norm.gamma.set_data(tensor(shape[-1]))
         norm.beta.set_data(tensor(shape[-1]))
         return norm
@@ -116,7 +119,7 @@ def test_layer_norm_matches_mindspore(shape):
 def test_mlp_linear_and_gelu_match_mindspore(shape, hidden):
     from dvt_ms.layers import Mlp
 
-    fused, stock = fused_and_stock(lambda: Mlp(shape[-1], hidden, shape[-1]))
+    fused, stock = fused_and_stock(lambda kernels: Mlp(shape[-1], hidden, shape[-1], kernels=kernels))
     assert fused.fused and fused.fc2.fused and fused.act.fused
     x, w = tensor(*shape, scale=2.0), tensor(*shape)
     assert_same(outputs_and_grads(fused, [x], w), outputs_and_grads(stock, [x], w), 1e-5)
@@ -137,7 +140,7 @@ def test_attention_matches_mindspore(heads, tokens, bias):
     from dvt_ms.layers import Attention
 
     dim = heads * 16
-    fused, stock = fused_and_stock(lambda: Attention(dim, heads, qkv_bias=bias))
+    fused, stock = fused_and_stock(lambda kernels: Attention(dim, heads, qkv_bias=bias, kernels=kernels))
     x, relation = tensor(2, tokens, dim), tensor(2, heads, tokens, tokens)
     w = tensor(2, tokens, dim)
     assert_same(outputs_and_grads(fused, [x, relation], w), outputs_and_grads(stock, [x, relation], w), 1e-5)
@@ -147,8 +150,7 @@ def test_attention_matches_mindspore(heads, tokens, bias):
 def test_gelu_is_exact_over_a_wide_range():
     from dvt_ms.layers import GELU
 
-    with cpu_kernels("on"):
-        gelu = GELU()
+    gelu = GELU(fused_choice())
     x = np.concatenate([np.linspace(-12, 12, 20001), [-100.0, 100.0, 0.0]]).astype(np.float32)
     expected = np.array([v * 0.5 * (1 + math.erf(v / math.sqrt(2))) for v in x.astype(np.float64)])
     error = np.abs(gelu(Tensor(x)).asnumpy() - expected)
@@ -159,9 +161,9 @@ def test_gelu_is_exact_over_a_wide_range():
 def test_non_finite_values_propagate_and_are_counted():
     from dvt_ms.layers import GELU, LayerNorm
 
-    with cpu_kernels("on"):
-        softmax, gelu, norm = SoftmaxCell(), GELU(), LayerNorm((8,))
-        count = kernel_ops.non_finite_count_op()
+    choice = fused_choice()
+    softmax, gelu, norm = SoftmaxCell(choice), GELU(choice), LayerNorm((8,), kernels=choice)
+    count = kernel_ops.non_finite_count_op()
     x = RNG.standard_normal((4, 8)).astype(np.float32)
     x[1, 3], x[2, 0] = np.nan, np.inf
     probs = softmax(Tensor(x)).asnumpy()
@@ -180,8 +182,7 @@ def test_non_finite_values_propagate_and_are_counted():
 
 @needs_kernels
 def test_large_logits_do_not_overflow():
-    with cpu_kernels("on"):
-        softmax = SoftmaxCell()
+    softmax = SoftmaxCell(fused_choice())
     x = np.array([[88.0, -88.0, 0.0, 87.0], [-1e4, -1e4 + 1, -1e4, -1e4]], np.float32)
     expected = np.exp(x - x.max(-1, keepdims=True))
     expected /= expected.sum(-1, keepdims=True)
@@ -190,8 +191,7 @@ def test_large_logits_do_not_overflow():
 
 @needs_kernels
 def test_float16_inputs_are_refused_with_the_kernel_named():
-    with cpu_kernels("on"):
-        softmax = SoftmaxCell()
+    softmax = SoftmaxCell(fused_choice())
     with pytest.raises(TypeError, match="SoftmaxForward takes float32"):
         softmax(Tensor(np.ones((2, 3), np.float16)))
 
@@ -201,9 +201,9 @@ def test_float16_inputs_are_refused_with_the_kernel_named():
 @pytest.mark.parametrize("name,extra", [("deit_small", {}), ("evit_deit_small", {"keep_rate": 0.7, "drop_loc": [1], "fuse_token": True}),
                                         ("dvt_deit_small", {}), ("dvt_t2t_vit_12", {})])
 def test_models_match_mindspore_ops(name, extra):
-    def build():
+    def build(kernels):
         ms.set_seed(3)
-        return create_model(name, **TINY, **extra)
+        return create_model(name, **TINY, **extra, cpu_kernels=kernels)
 
     fused, stock = fused_and_stock(build)
     assert fused_layers(stock) == 0 and fused_layers(fused) > 0
@@ -227,13 +227,12 @@ def test_models_match_mindspore_ops(name, extra):
 def test_export_uses_mindspore_ops_and_keeps_the_model_fused(tmp_path):
     from dvt_ms.export import export_cascade
 
-    with cpu_kernels("on"):
-        net = create_model("dvt_deit_small", **TINY)
+    net = create_model("dvt_deit_small", **TINY, cpu_kernels="on")
     manifest = export_cascade(net, tmp_path)
     assert manifest.is_file() and len(list(tmp_path.glob("*.mindir"))) == net.num_exits
     assert net.stages[0].blocks[0].norm1.fused
-    with stock_ops(net):
-        assert not net.stages[0].blocks[0].norm1.fused
+    with net.kernels.stock():
+        assert not net.stages[0].blocks[0].norm1.fused and not net.stages[2].head.fused
     assert net.stages[0].blocks[0].norm1.fused
 
 
@@ -241,8 +240,7 @@ def test_export_uses_mindspore_ops_and_keeps_the_model_fused(tmp_path):
 def test_dynamic_and_bucket_engines_share_a_fused_model():
     from dvt_ms.infer import AdaptiveClassifier
 
-    with cpu_kernels("on"):
-        net = create_model("dvt_deit_small", **TINY)
+    net = create_model("dvt_deit_small", **TINY, cpu_kernels="on")
     layers = fused_layers(net)
     x = tensor(3, 3, 224, 224)
     expected = net(x)[-1].asnumpy()
@@ -257,31 +255,42 @@ def test_dynamic_and_bucket_engines_share_a_fused_model():
 # ---- modes, build and fallback
 def test_modes_are_validated(monkeypatch):
     with pytest.raises(ValueError, match="cpu_kernels must be one of auto, on, off, got 'fast'"):
-        kernels.set_cpu_kernels("fast")
-    with cpu_kernels("off"):
-        assert not cpu_kernels_active()
-        monkeypatch.setenv("DVT_MS_CPU_KERNELS", "yes")
-        assert kernels.get_cpu_kernels() == "off"       # an explicit choice beats the environment
-    monkeypatch.setattr(kernels, "_mode", None)
+        KernelChoice.resolve("fast")
+    with pytest.raises(ValueError, match="cpu_kernels must be one of auto, on, off, got 'fast'"):
+        create_model("deit_tiny", cpu_kernels="fast")
+    monkeypatch.setenv("DVT_MS_CPU_KERNELS", "yes")
+    assert KernelChoice.resolve("off").mode == "off"       # an explicit choice beats the environment
     with pytest.raises(ValueError, match="DVT_MS_CPU_KERNELS must be one of auto, on, off, got 'yes'"):
-        kernels.get_cpu_kernels()
+        KernelChoice.resolve()
+
+
+def test_each_model_holds_and_reports_its_own_choice():
+    off = create_model("deit_tiny", **TINY, cpu_kernels="off")
+    assert not off.kernels.available and fused_layers(off) == 0
+    assert "MindSpore ops" in off.kernels.describe() and "cpu_kernels is off" in repr(off.kernels)
+    gpu = KernelChoice.resolve("on", "GPU")       # never fused off the CPU, even when asked for
+    assert not gpu.available and "GPU uses MindSpore's ops" in gpu.describe()
+    if KernelChoice.resolve("auto", "CPU").available:
+        on = create_model("deit_tiny", **TINY, cpu_kernels="on")
+        assert on.kernels.fused and fused_layers(on) > 0 and fused_layers(off) == 0   # nothing shared
+        assert all(cell.kernels is on.kernels for _, cell in on.cells_and_names() if isinstance(cell, UsesKernels))
 
 
 def test_the_cache_key_follows_the_source_flags_and_cpu(monkeypatch):
-    key = kernels.library_key()
-    monkeypatch.setattr(kernels, "_cpu_signature", lambda: "another cpu")
-    assert kernels.library_key() != key
+    key = build.library_key()
+    monkeypatch.setattr(build, "_cpu_signature", lambda: "another cpu")
+    assert build.library_key() != key
     monkeypatch.undo()
-    monkeypatch.setattr(kernels, "FLAGS", kernels.FLAGS + ("-DOTHER",))
-    assert kernels.library_key() != key
+    monkeypatch.setattr(build, "FLAGS", build.FLAGS + ("-DOTHER",))
+    assert build.library_key() != key
 
 
 def test_a_mindspore_without_onednn_is_a_build_error(monkeypatch):
-    monkeypatch.setattr(kernels, "ONEDNN", "libdnnl.so.0-missing")
-    monkeypatch.setattr(kernels, "_library", None)
-    monkeypatch.setattr(kernels, "_failed", None)
+    monkeypatch.setattr(build, "ONEDNN", "libdnnl.so.0-missing")
+    monkeypatch.setattr(build, "_library", None)
+    monkeypatch.setattr(build, "_failed", None)
     with pytest.raises(kernels.KernelBuildError, match=r"lib/libdnnl.so.0-missing not found"):
-        kernels.library_path()
+        build.library_path()
 
 
 def _run_without_compiler(mode, tmp_path):
@@ -294,7 +303,7 @@ def _run_without_compiler(mode, tmp_path):
         from dvt_ms import create_model
         from dvt_ms.utils.device import configure_device
         configure_device("CPU", "graph", {mode!r})
-        net = create_model("deit_small", embed_dim=48, depth=1, num_heads=3, num_classes=4)
+        net = create_model("deit_small", embed_dim=48, depth=1, num_heads=3, num_classes=4, cpu_kernels={mode!r})
         print("fused layers:", sum(getattr(c, "fused", False) for _, c in net.cells_and_names()))
         print("logits:", net(Tensor(np.zeros((1, 3, 224, 224), np.float32))).shape)
     """)

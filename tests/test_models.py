@@ -17,7 +17,7 @@ REQUIRED = ["deit_tiny", "deit_small", "deit_base", "t2t_vit_12", "t2t_vit_14", 
 
 def test_registry_lists_required_models():
     assert set(REQUIRED) <= set(list_models())
-    assert list_models("dvt_*") == ["dvt_deit_small", "dvt_t2t_vit_12", "dvt_t2t_vit_14"]
+    assert list_models("dvt_*") == ["dvt_deit_small", "dvt_evit_deit_small", "dvt_t2t_vit_12", "dvt_t2t_vit_14"]
 
 
 def test_unknown_model_and_override_are_named():
@@ -64,8 +64,12 @@ def test_dvt_grids_are_derived(name, grids):
 
 
 def test_dvt_follows_image_size():
-    net = create_model("dvt_deit_small", **TINY, image_size=160)
-    assert [stage.grid_size for stage in net.stages] == [5, 7, 10]
+    # the official 10x10 exit (patch 23, padding 3) tiles 224 pixels only: elsewhere the stage is named
+    with pytest.raises(ValueError, match=r"stages\[1\]\.patch_size: patch_size 23 with padding 3 does not tile"):
+        create_model("dvt_deit_small", **TINY, image_size=160)
+    net = create_model("dvt_deit_small", **TINY, image_size=160,
+                       stages=[{"patch_size": 32}, {"patch_size": 20}, {"patch_size": 16}])
+    assert [stage.grid_size for stage in net.stages] == [5, 8, 10]
     net.set_train(False)
     outputs = net(ms.Tensor(np.zeros((1, 3, 160, 160), np.float32)))
     assert [o.shape for o in outputs] == [(1, 10)] * 3

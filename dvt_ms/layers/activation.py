@@ -8,19 +8,19 @@ of element-wise ops (BENCHMARKS.md).
 """
 from mindspore import Tensor, nn, ops
 
-from ..kernels import cpu_kernels_active
+from ..kernels import STOCK, KernelChoice, UsesKernels
 from ..kernels import ops as fused_ops
 
 _INV_SQRT2 = 0.7071067811865476
 
 
-class GELU(nn.Cell):
+class GELU(UsesKernels, nn.Cell):
     """GELU(x) = x * Phi(x) with the exact Gaussian CDF."""
 
-    def __init__(self):
+    def __init__(self, kernels: KernelChoice = STOCK):
         super().__init__()
-        self.fused = cpu_kernels_active()
-        if self.fused:
+        self.kernels = kernels
+        if kernels.available:
             self.fused_op = fused_ops.gelu_op()
 
     def construct(self, x: Tensor) -> Tensor:

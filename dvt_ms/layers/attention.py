@@ -4,12 +4,12 @@ from typing import Optional, Tuple
 from mindspore import Tensor, nn, ops
 from mindspore.common import dtype as mstype
 
-from ..kernels import cpu_kernels_active
+from ..kernels import STOCK, KernelChoice, UsesKernels
 from ..kernels import ops as fused_ops
 from .linear import Linear
 
 
-class Attention(nn.Cell):
+class Attention(UsesKernels, nn.Cell):
     """Self-attention over ``[B, N, C]`` tokens.
 
     ``construct`` returns ``(output, logits, probs)``: ``logits`` are the scaled scores plus any reused
@@ -17,21 +17,21 @@ class Attention(nn.Cell):
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = False,
-                 qk_scale: Optional[float] = None):
+                 qk_scale: Optional[float] = None, kernels: KernelChoice = STOCK):
         super().__init__()
+        self.kernels = kernels
         if dim % num_heads:
             raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = qk_scale if qk_scale is not None else self.head_dim ** -0.5
-        self.qkv = Linear(dim, dim * 3, has_bias=qkv_bias)
-        self.proj = Linear(dim, dim)
+        self.qkv = Linear(dim, dim * 3, has_bias=qkv_bias, kernels=kernels)
+        self.proj = Linear(dim, dim, kernels=kernels)
         self.scores = ops.BatchMatMul(transpose_b=True)
         # not ops.matmul: its gradient adds explicit transposes of probs and v, BatchMatMul's uses flags
         self.weighted_sum = ops.BatchMatMul()
         self.unstack = ops.Unstack(axis=0)
-        self.fused = cpu_kernels_active()
-        if self.fused:
+        if kernels.available:
             self.fused_to_heads = fused_ops.qkv_to_heads_op(num_heads)
             self.fused_scale = Tensor([self.scale], mstype.float32)
             self.fused_scores = fused_ops.attention_scores_op()

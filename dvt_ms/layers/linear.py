@@ -1,11 +1,11 @@
 """Fully connected layer that runs on the fused CPU kernels when they are active."""
 from mindspore import Tensor, nn
 
-from ..kernels import cpu_kernels_active
+from ..kernels import STOCK, KernelChoice, UsesKernels
 from ..kernels import ops as fused_ops
 
 
-class Linear(nn.Dense):
+class Linear(UsesKernels, nn.Dense):
     """``nn.Dense`` (same ``weight``/``bias`` parameters) over the last axis of any input.
 
     With the fused CPU kernels, the product runs on the sgemm of MindSpore's bundled oneDNN and the bias
@@ -13,10 +13,11 @@ class Linear(nn.Dense):
     :class:`~dvt_ms.layers.mlp.Mlp` fuse the bias into the GELU.
     """
 
-    def __init__(self, in_features: int, out_features: int, has_bias: bool = True):
+    def __init__(self, in_features: int, out_features: int, has_bias: bool = True,
+                 kernels: KernelChoice = STOCK):
         super().__init__(in_features, out_features, has_bias=has_bias)
-        self.fused = cpu_kernels_active()
-        if self.fused:
+        self.kernels = kernels
+        if kernels.available:
             self.fused_linear = fused_ops.linear_op()
             self.fused_project = fused_ops.project_op()
 

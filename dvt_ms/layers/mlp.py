@@ -3,21 +3,23 @@ from typing import Optional
 
 from mindspore import Tensor, nn
 
+from ..kernels import STOCK, KernelChoice, UsesKernels
 from ..kernels import ops as fused_ops
 from .activation import GELU
 from .linear import Linear
 
 
-class Mlp(nn.Cell):
+class Mlp(UsesKernels, nn.Cell):
     """fc1 -> GELU -> fc2; with the fused CPU kernels, fc1's bias and the GELU are one kernel."""
 
-    def __init__(self, in_features: int, hidden_features: int, out_features: Optional[int] = None):
+    def __init__(self, in_features: int, hidden_features: int, out_features: Optional[int] = None,
+                 kernels: KernelChoice = STOCK):
         super().__init__()
-        self.fc1 = Linear(in_features, hidden_features)
-        self.act = GELU()
-        self.fc2 = Linear(hidden_features, out_features or in_features)
-        self.fused = self.fc1.fused
-        if self.fused:
+        self.kernels = kernels
+        self.fc1 = Linear(in_features, hidden_features, kernels=kernels)
+        self.act = GELU(kernels)
+        self.fc2 = Linear(hidden_features, out_features or in_features, kernels=kernels)
+        if kernels.available:
             self.fused_bias_gelu = fused_ops.bias_gelu_op()
 
     def construct(self, x: Tensor) -> Tensor:

@@ -4,17 +4,17 @@ from typing import Tuple
 import numpy as np
 from mindspore import Tensor, nn
 
-from ..kernels import cpu_kernels_active
+from ..kernels import STOCK, KernelChoice, UsesKernels
 from ..kernels import ops as fused_ops
 
 
-class LayerNorm(nn.LayerNorm):
+class LayerNorm(UsesKernels, nn.LayerNorm):
     """``nn.LayerNorm`` with the same ``gamma``/``beta`` parameters and a fused CPU forward and backward."""
 
-    def __init__(self, normalized_shape: Tuple[int], epsilon: float = 1e-5):
+    def __init__(self, normalized_shape: Tuple[int], epsilon: float = 1e-5, kernels: KernelChoice = STOCK):
         super().__init__(normalized_shape, epsilon=epsilon)
-        self.fused = cpu_kernels_active()
-        if self.fused:
+        self.kernels = kernels
+        if kernels.available:
             self.fused_op = fused_ops.layer_norm_op()
             self.eps = Tensor(np.array([epsilon], np.float32))
 

@@ -5,6 +5,7 @@ CPU backend. Zero padding (the official 10x10 DVT exit uses patch 23 with paddin
 """
 from mindspore import Tensor, nn, ops
 
+from ..kernels import STOCK, KernelChoice
 from .linear import Linear
 
 
@@ -21,7 +22,7 @@ class PatchEmbed(nn.Cell):
     """
 
     def __init__(self, image_size: int, patch_size: int, embed_dim: int, in_chans: int = 3,
-                 padding: int = 0):
+                 padding: int = 0, kernels: KernelChoice = STOCK):
         super().__init__()
         self.grid_size = conv_output_size(image_size, patch_size, patch_size, padding)
         if self.grid_size < 1:
@@ -31,7 +32,7 @@ class PatchEmbed(nn.Cell):
         self.patch_size = patch_size
         self.padding = padding
         self.in_chans = in_chans
-        self.proj = Linear(in_chans * patch_size * patch_size, embed_dim)
+        self.proj = Linear(in_chans * patch_size * patch_size, embed_dim, kernels=kernels)
 
     @staticmethod
     def _zero_pad(x: Tensor, pad: int) -> Tensor:

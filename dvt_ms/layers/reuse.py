@@ -3,7 +3,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal, initializer
 
-from ..kernels import cpu_kernels_active
+from ..kernels import STOCK, KernelChoice, UsesKernels
 from ..kernels import ops as fused_ops
 from .activation import GELU
 from .mlp import Mlp
@@ -11,20 +11,20 @@ from .norm import LayerNorm
 from .resample import token_resample_matrix
 
 
-class FeatureReuse(nn.Cell):
+class FeatureReuse(UsesKernels, nn.Cell):
     """Compress the previous stage's final tokens and resample them onto this stage's grid.
 
     Input ``[B, 1 + src**2, in_dim]``; output ``[B, 1 + dst**2, out_dim]`` whose class-token slot is zero.
     """
 
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, src_grid: int, dst_grid: int,
-                 norm_eps: float):
+                 norm_eps: float, kernels: KernelChoice = STOCK):
         super().__init__()
-        self.norm = LayerNorm((in_dim,), epsilon=norm_eps)
-        self.mlp = Mlp(in_dim, hidden_dim, out_dim)
+        self.kernels = kernels
+        self.norm = LayerNorm((in_dim,), epsilon=norm_eps, kernels=kernels)
+        self.mlp = Mlp(in_dim, hidden_dim, out_dim, kernels=kernels)
         self.resample = Tensor(token_resample_matrix(src_grid, dst_grid, class_token_weight=0.0))
-        self.fused = cpu_kernels_active()
-        if self.fused:
+        if kernels.available:
             self.fused_resample = fused_ops.channel_mix_op(constant=True)
             self.no_bias = Tensor(np.zeros(self.resample.shape[0], np.float32))
 
@@ -34,15 +34,15 @@ class FeatureReuse(nn.Cell):
         return ops.matmul(self.resample, self.mlp(self.norm(tokens)))
 
 
-class ChannelMix(nn.Cell):
+class ChannelMix(UsesKernels, nn.Cell):
     """A 1x1 convolution over axis 1 of ``[B, C, M]``, computed as a matrix product."""
 
-    def __init__(self, in_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, kernels: KernelChoice = STOCK):
         super().__init__()
+        self.kernels = kernels
         self.weight = Parameter(initializer(TruncatedNormal(0.02), (out_channels, in_channels)), name="weight")
         self.bias = Parameter(initializer("zeros", (out_channels,)), name="bias")
-        self.fused = cpu_kernels_active()
-        if self.fused:
+        if kernels.available:
             self.fused_mix = fused_ops.channel_mix_op()
 
     def construct(self, x: Tensor) -> Tensor:
@@ -51,7 +51,7 @@ class ChannelMix(nn.Cell):
         return ops.matmul(self.weight, x) + self.bias.reshape(-1, 1)
 
 
-class RelationReuse(nn.Cell):
+class RelationReuse(UsesKernels, nn.Cell):
     """Mix the previous stage's attention logits across (layer, head) channels and resample them.
 
     Input ``[B, in_channels, 1 + src**2, 1 + src**2]`` (all layers' logits, layer-major); output
@@ -60,16 +60,16 @@ class RelationReuse(nn.Cell):
     """
 
     def __init__(self, in_channels: int, out_channels: int, src_grid: int, dst_grid: int,
-                 expansion: int = 3):
+                 expansion: int = 3, kernels: KernelChoice = STOCK):
         super().__init__()
-        self.fc1 = ChannelMix(in_channels, out_channels * expansion)
-        self.act = GELU()
-        self.fc2 = ChannelMix(out_channels * expansion, out_channels)
+        self.kernels = kernels
+        self.fc1 = ChannelMix(in_channels, out_channels * expansion, kernels)
+        self.act = GELU(kernels)
+        self.fc2 = ChannelMix(out_channels * expansion, out_channels, kernels)
         resample = token_resample_matrix(src_grid, dst_grid, class_token_weight=1.0)
         self.resample_t = Tensor(np.ascontiguousarray(resample.T))
         self.out_channels = out_channels
-        self.fused = cpu_kernels_active()
-        if self.fused:
+        if kernels.available:
             self.resample = Tensor(resample)
             self.no_bias = Tensor(np.zeros(resample.shape[0], np.float32))
             self.fused_left = fused_ops.channel_mix_op(constant=True)

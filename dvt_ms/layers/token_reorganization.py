@@ -10,24 +10,52 @@ def kept_token_count(keep_rate: float, num_image_tokens: int) -> int:
     return math.ceil(keep_rate * num_image_tokens)
 
 
-def reorganize_tokens(x: Tensor, attn_probs: Tensor, keep: int, fuse: bool) -> Tuple[Tensor, Tensor]:
-    """Keep the ``keep`` image tokens ranked highest by class-token attention (averaged over heads).
+def select_tokens(attn_probs: Tensor, keep: int, fuse: bool) -> Tuple[Tensor, Optional[Tensor]]:
+    """The ``keep`` image tokens ranked highest by class-token attention (averaged over heads).
 
-    ``x`` is ``[B, N, C]`` with the class token first and ``attn_probs`` ``[B, H, N, N]``. With ``fuse``
-    the other image tokens are merged into one extra token, weighted by their attention. Returns the new
-    tokens and the kept indices ``[B, keep]`` (into the image tokens, most attended first).
+    ``attn_probs`` is ``[B, H, N, N]`` with the class token first. Returns the kept indices ``[B, keep]``
+    (into the image tokens, most attended first) and, with ``fuse``, the fusion weights ``[B, N - 1]``: the
+    class-token attention of every token not kept, 0 for the kept ones (``None`` without ``fuse``).
     """
-    b, n, c = x.shape
     cls_attn = attn_probs[:, :, 0, 1:].mean(axis=1)
     _, kept_idx = ops.topk(cls_attn, keep, dim=1, largest=True, sorted=True)
-    image_tokens = x[:, 1:]
-    kept = ops.gather_elements(image_tokens, 1, kept_idx.expand_dims(-1).broadcast_to((b, keep, c)))
+    if not fuse:
+        return kept_idx, None
+    one, zero = Tensor(1.0, cls_attn.dtype), Tensor(0.0, cls_attn.dtype)
+    kept_mask = ops.one_hot(kept_idx, cls_attn.shape[1], one, zero).sum(axis=1)
+    return kept_idx, cls_attn * (1.0 - kept_mask)
+
+
+def apply_selection(x: Tensor, kept_idx: Tensor, weights: Optional[Tensor]) -> Tensor:
+    """Rows of ``x`` ``[B, N, C]`` after a reorganization: row 0, the kept rows, then (with ``weights``)
+    one fused row, the weighted sum of the image rows."""
+    b, _, c = x.shape
+    keep = kept_idx.shape[1]
+    image_rows = x[:, 1:]
+    kept = ops.gather_elements(image_rows, 1, kept_idx.expand_dims(-1).broadcast_to((b, keep, c)))
     parts = [x[:, :1], kept]
-    if fuse:
-        kept_mask = ops.one_hot(kept_idx, n - 1, Tensor(1.0, x.dtype), Tensor(0.0, x.dtype)).sum(axis=1)
-        weights = cls_attn * (1.0 - kept_mask)
-        parts.append((image_tokens * weights.expand_dims(-1)).sum(axis=1, keepdims=True))
-    return ops.concat(parts, axis=1), kept_idx
+    if weights is not None:
+        parts.append((image_rows * weights.expand_dims(-1)).sum(axis=1, keepdims=True))
+    return ops.concat(parts, axis=1)
+
+
+def reorganize_tokens(x: Tensor, attn_probs: Tensor, keep: int, fuse: bool) -> Tuple[Tensor, Tensor]:
+    """EViT's reorganization of ``x`` ``[B, N, C]``: the new tokens and the kept indices ``[B, keep]``."""
+    kept_idx, weights = select_tokens(attn_probs, keep, fuse)
+    return apply_selection(x, kept_idx, weights), kept_idx
+
+
+def follow_selection(token_map: Optional[Tensor], n: int, batch: int, kept_idx: Tensor,
+                     weights: Optional[Tensor], dtype) -> Tensor:
+    """The token map ``[B, n_now, n_original]`` after one more reorganization.
+
+    A stage that prunes and also reuses an earlier stage's per-token inputs (features, relations, given on
+    the full grid) applies this map to them, so that each kept token keeps its own rows and the fused
+    token gets the same weighted sum of them as of the tokens. ``None`` is the identity on ``n`` tokens.
+    """
+    if token_map is None:
+        token_map = ops.broadcast_to(ops.eye(n, n, dtype), (batch, n, n))
+    return apply_selection(token_map, kept_idx, weights)
 
 
 def resolve_keep_count(block_rate: float, call_rate: Optional[float], num_image_tokens: int) -> int:

@@ -5,6 +5,7 @@ from typing import Sequence, Tuple
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
+from ..kernels import STOCK, KernelChoice
 from .linear import Linear
 from .mlp import Mlp
 from .norm import LayerNorm
@@ -26,15 +27,15 @@ class TokenPerformer(nn.Cell):
     """Single-head Performer layer with positive random features; ``v`` is the skip connection."""
 
     def __init__(self, dim: int, emb: int, kernel_ratio: float = 0.5, norm_eps: float = 1e-5,
-                 stabilizer: float = 1e-8):
+                 stabilizer: float = 1e-8, kernels: KernelChoice = STOCK):
         super().__init__()
         self.emb = emb
         self.num_features = int(emb * kernel_ratio)
-        self.kqv = Linear(dim, 3 * emb)
-        self.proj = Linear(emb, emb)
-        self.norm1 = LayerNorm((dim,), epsilon=norm_eps)
-        self.norm2 = LayerNorm((emb,), epsilon=norm_eps)
-        self.mlp = Mlp(emb, emb, emb)
+        self.kqv = Linear(dim, 3 * emb, kernels=kernels)
+        self.proj = Linear(emb, emb, kernels=kernels)
+        self.norm1 = LayerNorm((dim,), epsilon=norm_eps, kernels=kernels)
+        self.norm2 = LayerNorm((emb,), epsilon=norm_eps, kernels=kernels)
+        self.mlp = Mlp(emb, emb, emb, kernels=kernels)
         self.random_features = Parameter(Tensor(orthogonal_random_features(self.num_features, emb)),
                                          name="random_features", requires_grad=False)
         self.feature_scale = 1.0 / math.sqrt(self.num_features)
@@ -60,7 +61,7 @@ class TokensToToken(nn.Cell):
     """Soft splits (unfolds) with a Performer between each pair, then a linear projection."""
 
     def __init__(self, image_size: int, unfolds: Sequence[Unfold], embed_dim: int, token_dim: int = 64,
-                 in_chans: int = 3):
+                 in_chans: int = 3, kernels: KernelChoice = STOCK):
         super().__init__()
         if len(unfolds) < 2:
             raise ValueError(f"T2T needs at least two unfolds, got {list(unfolds)}")
@@ -77,10 +78,10 @@ class TokensToToken(nn.Cell):
         self.num_patches = size * size
         channels = [in_chans] + [token_dim] * (len(self.unfolds) - 1)
         self.attentions = nn.CellList([
-            TokenPerformer(channels[i] * self.unfolds[i][0] ** 2, token_dim)
+            TokenPerformer(channels[i] * self.unfolds[i][0] ** 2, token_dim, kernels=kernels)
             for i in range(len(self.unfolds) - 1)
         ])
-        self.project = Linear(token_dim * self.unfolds[-1][0] ** 2, embed_dim)
+        self.project = Linear(token_dim * self.unfolds[-1][0] ** 2, embed_dim, kernels=kernels)
 
     @staticmethod
     def _soft_split(x: Tensor, unfold: Unfold) -> Tensor:

@@ -1,11 +1,13 @@
-"""Model definitions and the registry."""
+"""Model definitions and the registry: cascade specs, the one ViT class, the DVT cascade."""
 from . import variants  # noqa: F401  (registers the named models)
-from .dvt import DynamicVisionTransformer
-from .registry import create_model, list_models, model_family, model_overrides, register_model
+from .cascade_spec import CascadeSpec, StageIO, StageSpec, TensorSpec
+from .dvt import CascadeStage, DynamicVisionTransformer
+from .registry import build_model, create_model, list_models, model_family, model_overrides, model_spec, register_model
 from .tokenizers import PatchTokenizer, T2TTokenizer
 from .vision_transformer import VisionTransformer
 
 __all__ = [
-    "DynamicVisionTransformer", "VisionTransformer", "PatchTokenizer", "T2TTokenizer",
-    "create_model", "list_models", "model_family", "model_overrides", "register_model",
+    "CascadeSpec", "StageSpec", "StageIO", "TensorSpec", "CascadeStage", "DynamicVisionTransformer",
+    "VisionTransformer", "PatchTokenizer", "T2TTokenizer", "build_model", "create_model", "list_models",
+    "model_family", "model_overrides", "model_spec", "register_model",
 ]

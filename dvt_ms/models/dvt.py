@@ -1,47 +1,69 @@
-"""Dynamic Vision Transformer: a cascade of ViTs over more and more tokens, each with its own exit."""
-from typing import Sequence, Tuple
+"""Dynamic Vision Transformer: a cascade of ViTs over more and more tokens, each with its own exit.
+
+The cascade is a :class:`~dvt_ms.models.cascade_spec.CascadeSpec`. Each stage is a :class:`CascadeStage`
+cell whose inputs and outputs are the spec's :meth:`~dvt_ms.models.cascade_spec.CascadeSpec.stage_io`;
+the model's ``construct``, the early-exit engine (:mod:`dvt_ms.infer`) and MindIR export
+(:mod:`dvt_ms.export`) all call these same cells.
+"""
+from typing import Tuple
 
 from mindspore import Tensor, nn
 
-from .tokenizers import Tokenizer
-from .vision_transformer import ReuseSource, VisionTransformer
+from ..kernels import STOCK, KernelChoice
+from .cascade_spec import CascadeSpec, StageIO
+from .vision_transformer import VisionTransformer
+
+
+class CascadeStage(VisionTransformer):
+    """Stage ``index`` of a cascade as a cell: ``(images[, tokens][, relations]) -> (logits[, tokens][, relations])``.
+
+    The inputs and outputs, and their order, are those of ``spec.stage_io(index)``. The output is always
+    a tuple. The parameters are those of a :class:`VisionTransformer`, with the same names.
+    """
+
+    def __init__(self, spec: CascadeSpec, index: int, kernels: KernelChoice = STOCK):
+        super().__init__(spec, index, kernels)
+        self.io: StageIO = spec.stage_io(index)
+        names = self.io.input_names
+        self._tokens_at = names.index("tokens") if "tokens" in names else 0
+        self._relations_at = names.index("relations") if "relations" in names else 0
+        self.gives_tokens = spec.gives_tokens(index)
+
+    def construct(self, *inputs):
+        tokens = inputs[self._tokens_at] if self._tokens_at else None
+        relations = inputs[self._relations_at] if self._relations_at else None
+        final_tokens, stacked, _ = self.forward_features(inputs[0], tokens, relations)
+        outputs = (self.head_logits(final_tokens),)
+        if self.gives_tokens:
+            outputs = outputs + (final_tokens,)
+        if self.gives_relations:
+            outputs = outputs + (stacked,)
+        return outputs
 
 
 class DynamicVisionTransformer(nn.Cell):
-    """A cascade of :class:`VisionTransformer` stages, one per tokenizer in ``tokenizers``.
+    """A cascade of :class:`CascadeStage` cells built from ``spec``; ``construct`` returns every exit's logits."""
 
-    Every stage after the first reuses the previous stage's final tokens (``feature_reuse``) and its
-    attention logits from every layer (``relation_reuse``). Grid sizes and channel counts of the reuse
-    modules come from the stages themselves. ``construct`` returns every exit's logits as a tuple.
-    """
-
-    def __init__(self, tokenizers: Sequence[Tokenizer], *, feature_reuse: bool = True,
-                 relation_reuse: bool = True, reuse_feature_dim: int = 48, reuse_hidden_dim: int = 128,
-                 **stage_kwargs):
+    def __init__(self, spec: CascadeSpec, kernels: KernelChoice = STOCK):
         super().__init__()
-        if len(tokenizers) < 1:
-            raise ValueError("a DVT cascade needs at least one stage")
-        self.feature_reuse = feature_reuse
-        self.relation_reuse = relation_reuse
-        stages = []
-        reuse = None
-        for tokenizer in tokenizers:
-            stage = VisionTransformer(tokenizer=tokenizer, reuse=reuse, **stage_kwargs)
-            stages.append(stage)
-            reuse = ReuseSource(grid_size=stage.grid_size, embed_dim=stage.embed_dim,
-                                relation_channels=stage.depth * stage.num_heads,
-                                feature_reuse=feature_reuse, relation_reuse=relation_reuse,
-                                feature_dim=reuse_feature_dim, hidden_dim=reuse_hidden_dim)
-        self.stages = nn.CellList(stages)
-        self.num_exits = len(stages)
+        self.spec = spec
+        self.kernels = kernels
+        self.stages = nn.CellList([CascadeStage(spec, k, kernels) for k in range(spec.num_exits)])
+        # per stage, per reused input: (source stage, index of that output in the source's outputs)
+        self._wiring = tuple(
+            tuple((t.source[0], spec.stage_io(t.source[0]).output_names.index(t.source[1]))
+                  for t in spec.stage_io(k).inputs[1:])
+            for k in range(spec.num_exits))
+
+    @property
+    def num_exits(self) -> int:
+        return self.spec.num_exits
 
     def construct(self, x: Tensor) -> Tuple[Tensor, ...]:
         outputs = []
-        tokens = None
-        relations = None
-        for stage in self.stages:
-            logits, tokens, relations, _ = stage.forward_stage(
-                x, tokens if self.feature_reuse else None, relations if self.relation_reuse else None,
-                None, self.relation_reuse)
-            outputs.append(logits)
-        return tuple(outputs)
+        for k, stage in enumerate(self.stages):
+            args = [x]
+            for source, position in self._wiring[k]:
+                args.append(outputs[source][position])
+            outputs.append(stage(*args))
+        return tuple(out[0] for out in outputs)

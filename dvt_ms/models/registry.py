@@ -1,16 +1,25 @@
-"""Model registry: ``create_model(name, **overrides)`` and ``list_models()``."""
+"""Model registry: ``create_model(name, **overrides)``, ``model_spec(name, **overrides)`` and ``list_models()``.
+
+Every registered model is a function from overrides to a :class:`~dvt_ms.models.cascade_spec.CascadeSpec`
+plus the class that builds it, so a model's structure (its exits, grids, shapes) is known without
+building it.
+"""
 import fnmatch
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, FrozenSet, List, Optional
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Union
 
 from mindspore import nn
+
+from ..kernels import KernelChoice
+from .cascade_spec import CascadeSpec
 
 
 @dataclass(frozen=True)
 class _Entry:
-    builder: Callable[..., nn.Cell]
+    spec: Callable[..., CascadeSpec]
     overrides: FrozenSet[str]
     family: str
+    cascade: bool  # built as a DynamicVisionTransformer (else a plain VisionTransformer)
 
 
 _REGISTRY: Dict[str, _Entry] = {}
@@ -21,14 +30,14 @@ COMMON_OVERRIDES = frozenset({
 })
 
 
-def register_model(name: str, family: str, extra_overrides: FrozenSet[str] = frozenset()):
-    """Register ``builder(**overrides) -> nn.Cell`` under ``name``."""
+def register_model(name: str, family: str, extra_overrides: FrozenSet[str] = frozenset(), cascade: bool = False):
+    """Register ``spec(**overrides) -> CascadeSpec`` under ``name``."""
 
-    def decorator(builder: Callable[..., nn.Cell]) -> Callable[..., nn.Cell]:
+    def decorator(spec: Callable[..., CascadeSpec]) -> Callable[..., CascadeSpec]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = _Entry(builder, COMMON_OVERRIDES | frozenset(extra_overrides), family)
-        return builder
+        _REGISTRY[name] = _Entry(spec, COMMON_OVERRIDES | frozenset(extra_overrides), family, cascade)
+        return spec
 
     return decorator
 
@@ -55,14 +64,47 @@ def _entry(name: str) -> _Entry:
     return _REGISTRY[name]
 
 
-def create_model(name: str, **overrides: Any) -> nn.Cell:
-    """Build a registered model with its official defaults, changed by ``overrides``.
+def model_spec(name: str, **overrides: Any) -> CascadeSpec:
+    """The validated spec of a registered model with ``overrides``, without building it.
 
-    Raises ``KeyError`` for an unknown model and ``TypeError`` naming any unknown override.
+    Raises ``KeyError`` for an unknown model, ``TypeError`` naming any unknown override and
+    ``ValueError`` naming an impossible value.
     """
     entry = _entry(name)
     unknown = sorted(set(overrides) - entry.overrides)
     if unknown:
         raise TypeError(f"{name}: unknown override(s) {', '.join(map(repr, unknown))}; "
                         f"accepted: {', '.join(sorted(entry.overrides))}")
-    return entry.builder(**overrides)
+    return entry.spec(**overrides)
+
+
+def build_model(spec: CascadeSpec, cascade: bool = True,
+                cpu_kernels: Union[None, str, KernelChoice] = None) -> nn.Cell:
+    """Build ``spec``: a :class:`DynamicVisionTransformer`, or with ``cascade=False`` a plain
+    :class:`VisionTransformer` (one stage). ``cpu_kernels`` is a mode or a :class:`KernelChoice`."""
+    from .dvt import DynamicVisionTransformer
+    from .vision_transformer import VisionTransformer
+
+    kernels = cpu_kernels if isinstance(cpu_kernels, KernelChoice) else KernelChoice.resolve(cpu_kernels)
+    if cascade:
+        return DynamicVisionTransformer(spec, kernels)
+    if spec.num_exits != 1:
+        raise ValueError(f"a plain VisionTransformer has one stage, the spec has {spec.num_exits}")
+    return VisionTransformer(spec, 0, kernels)
+
+
+def create_model(name: Union[str, CascadeSpec], *, cpu_kernels: Union[None, str, KernelChoice] = None,
+                 **overrides: Any) -> nn.Cell:
+    """Build a registered model with its official defaults, changed by ``overrides``, or a
+    :class:`CascadeSpec` given directly.
+
+    ``cpu_kernels`` (``auto``/``on``/``off`` or a :class:`~dvt_ms.kernels.KernelChoice`; default
+    ``$DVT_MS_CPU_KERNELS`` or ``auto``) decides once whether the model runs on the fused CPU kernels;
+    the model reports it as ``net.kernels``.
+    """
+    if isinstance(name, CascadeSpec):
+        if overrides:
+            raise TypeError("overrides are not accepted with a CascadeSpec: change the spec instead")
+        return build_model(name, True, cpu_kernels)
+    spec = model_spec(name, **overrides)
+    return build_model(spec, _entry(name).cascade, cpu_kernels)

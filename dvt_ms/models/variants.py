@@ -1,13 +1,11 @@
-"""Named variants: official architectures as defaults, built from the one VisionTransformer class."""
-from typing import Any, Dict
+"""Named variants: official architectures as defaults, each a function from overrides to a cascade spec."""
+from dataclasses import replace
+from typing import Any, Dict, Optional, Sequence
 
-from mindspore import nn
-
-from .dvt import DynamicVisionTransformer
+from .cascade_spec import CascadeSpec, StageSpec, previous_stage_edges, stage_from_mapping
 from .registry import register_model
-from .tokenizers import PatchTokenizer, T2TTokenizer
+from .tokenizers import PatchTokenizer, T2TTokenizer, Tokenizer
 from .validation import expand_keep_rate, validate_architecture
-from .vision_transformer import VisionTransformer
 
 _TRAINING_DEFAULTS = dict(num_classes=1000, drop_path_rate=0.0, image_size=224, qk_scale=None)
 
@@ -33,6 +31,7 @@ DVT_T2T_TOKENIZERS = tuple(T2TTokenizer((first,) + T2T_TAIL)
 
 _DVT_DEFAULTS = dict(feature_reuse=True, relation_reuse=True, reuse_feature_dim=48, reuse_hidden_dim=128)
 _EVIT_DEFAULTS = dict(keep_rate=0.7, drop_loc=(3, 6, 9), fuse_token=True)
+_EVIT_OVERRIDES = frozenset(_EVIT_DEFAULTS)
 
 
 def _resolve(arch: Dict[str, Any], family_defaults: Dict[str, Any], overrides: Dict[str, Any]) -> Dict[str, Any]:
@@ -41,40 +40,77 @@ def _resolve(arch: Dict[str, Any], family_defaults: Dict[str, Any], overrides: D
     return cfg
 
 
-def _vit(fixed: Dict[str, Any], cfg: Dict[str, Any], **extra: Any) -> VisionTransformer:
-    return VisionTransformer(**fixed, **cfg, **extra)
+def _stage(fixed: Dict[str, Any], cfg: Dict[str, Any], tokenizer: Optional[Tokenizer], **extra: Any) -> StageSpec:
+    """A stage with the family's fixed numerics and the resolved sizes."""
+    sizes = {k: cfg[k] for k in ("embed_dim", "depth", "num_heads", "mlp_ratio", "qk_scale")}
+    if "token_dim" in cfg:
+        sizes["token_dim"] = cfg["token_dim"]
+    return StageSpec(tokenizer=tokenizer, **fixed, **sizes, **extra)
+
+
+def _cascade(stages: Sequence[StageSpec], cfg: Dict[str, Any]) -> CascadeSpec:
+    return CascadeSpec(tuple(stages), image_size=cfg["image_size"], num_classes=cfg["num_classes"],
+                       drop_path_rate=cfg["drop_path_rate"])
+
+
+def _evit_rates(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    return dict(keep_rate=expand_keep_rate(cfg["keep_rate"], cfg["depth"], cfg["drop_loc"]),
+                fuse_token=cfg["fuse_token"])
 
 
 def _register_deit(size: str) -> None:
     @register_model(f"deit_{size}", family="deit")
-    def build(**overrides: Any) -> nn.Cell:
-        return _vit(_DEIT, _resolve(DEIT_ARCHS[size], {}, overrides), tokenizer=PatchTokenizer(16))
+    def spec(**overrides: Any) -> CascadeSpec:
+        cfg = _resolve(DEIT_ARCHS[size], {}, overrides)
+        return _cascade([_stage(_DEIT, cfg, PatchTokenizer(16))], cfg)
 
 
 def _register_evit(size: str) -> None:
-    @register_model(f"evit_deit_{size}", family="evit",
-                    extra_overrides=frozenset({"keep_rate", "drop_loc", "fuse_token"}))
-    def build(**overrides: Any) -> nn.Cell:
+    @register_model(f"evit_deit_{size}", family="evit", extra_overrides=_EVIT_OVERRIDES)
+    def spec(**overrides: Any) -> CascadeSpec:
         cfg = _resolve(DEIT_ARCHS[size], _EVIT_DEFAULTS, overrides)
-        cfg["keep_rate"] = expand_keep_rate(cfg["keep_rate"], cfg["depth"], cfg.pop("drop_loc"))
-        return _vit(_DEIT, cfg, tokenizer=PatchTokenizer(16))
+        return _cascade([_stage(_DEIT, cfg, PatchTokenizer(16), **_evit_rates(cfg))], cfg)
 
 
 def _register_t2t(depth: str) -> None:
     @register_model(f"t2t_vit_{depth}", family="t2t", extra_overrides=frozenset({"token_dim"}))
-    def build(**overrides: Any) -> nn.Cell:
-        return _vit(_T2T, _resolve(T2T_ARCHS[depth], {}, overrides), tokenizer=T2TTokenizer())
+    def spec(**overrides: Any) -> CascadeSpec:
+        cfg = _resolve(T2T_ARCHS[depth], {}, overrides)
+        return _cascade([_stage(_T2T, cfg, T2TTokenizer())], cfg)
 
 
-_DVT_OVERRIDES = frozenset(_DVT_DEFAULTS)
+_DVT_OVERRIDES = frozenset(_DVT_DEFAULTS) | {"stages"}
+
+
+def _dvt_stages(fixed: Dict[str, Any], cfg: Dict[str, Any], tokenizers: Sequence[Tokenizer]) -> list:
+    """The official wiring over ``tokenizers``, or the user's ``stages`` list with those defaults."""
+    entries = cfg.get("stages")
+    if entries is None:
+        entries = [{}] * len(tokenizers)
+    elif not isinstance(entries, (list, tuple)) or not entries:
+        raise ValueError(f"stages must be a non-empty list of stage mappings, got {entries!r}")
+    base = _stage(fixed, cfg, None, reuse_feature_dim=cfg["reuse_feature_dim"],
+                  reuse_hidden_dim=cfg["reuse_hidden_dim"])
+    edges = previous_stage_edges(len(entries), cfg["feature_reuse"], cfg["relation_reuse"])
+    stages = []
+    for k, (entry, (features_from, relations_from)) in enumerate(zip(entries, edges)):
+        default = replace(base, tokenizer=tokenizers[k] if k < len(tokenizers) else None,
+                          features_from=features_from, relations_from=relations_from)
+        stages.append(stage_from_mapping(entry, default, k, expand_keep_rate))
+    return stages
 
 
 def _register_dvt(name: str, arch: Dict[str, Any], fixed: Dict[str, Any], tokenizers: tuple,
-                  family_overrides: frozenset = frozenset()) -> None:
-    @register_model(name, family="dvt", extra_overrides=_DVT_OVERRIDES | family_overrides)
-    def build(**overrides: Any) -> nn.Cell:
-        cfg = _resolve(arch, _DVT_DEFAULTS, overrides)
-        return DynamicVisionTransformer(tokenizers, **fixed, **cfg)
+                  family_overrides: frozenset = frozenset(), last_stage_evit: bool = False) -> None:
+    extra = _DVT_OVERRIDES | family_overrides | (_EVIT_OVERRIDES if last_stage_evit else frozenset())
+
+    @register_model(name, family="dvt", extra_overrides=extra, cascade=True)
+    def spec(**overrides: Any) -> CascadeSpec:
+        cfg = _resolve(arch, {**_DVT_DEFAULTS, **(_EVIT_DEFAULTS if last_stage_evit else {})}, overrides)
+        stages = _dvt_stages(fixed, cfg, tokenizers)
+        if last_stage_evit:
+            stages[-1] = replace(stages[-1], **_evit_rates({**cfg, "depth": stages[-1].depth}))
+        return _cascade(stages, cfg)
 
 
 for _size in DEIT_ARCHS:
@@ -86,3 +122,5 @@ for _depth in T2T_ARCHS:
     _register_dvt(f"dvt_t2t_vit_{_depth}", T2T_ARCHS[_depth], _T2T, DVT_T2T_TOKENIZERS,
                   frozenset({"token_dim"}))
 _register_dvt("dvt_deit_small", DEIT_ARCHS["small"], _DEIT, DVT_DEIT_TOKENIZERS)
+# DVT x EViT: the DeiT-S cascade whose last (14x14) stage prunes at blocks 3, 6 and 9 with token fusion.
+_register_dvt("dvt_evit_deit_small", DEIT_ARCHS["small"], _DEIT, DVT_DEIT_TOKENIZERS, last_stage_evit=True)

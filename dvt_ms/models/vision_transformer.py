@@ -1,13 +1,13 @@
 """One configurable Vision Transformer: DeiT, T2T-ViT, EViT and every DVT stage are instances of it."""
-from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal, initializer
 
+from ..kernels import STOCK, KernelChoice
 from ..layers import Block, FeatureReuse, LayerNorm, Linear, RelationReuse
-from .tokenizers import PatchTokenizer, Tokenizer
+from .cascade_spec import CascadeSpec
 
 
 def sinusoid_position_table(num_positions: int, dim: int) -> np.ndarray:
@@ -20,77 +20,65 @@ def sinusoid_position_table(num_positions: int, dim: int) -> np.ndarray:
     return table[None].astype(np.float32)
 
 
-@dataclass(frozen=True)
-class ReuseSource:
-    """What a DVT stage knows about the stage it reuses from."""
-
-    grid_size: int
-    embed_dim: int
-    relation_channels: int  # depth * num_heads of that stage
-    feature_reuse: bool
-    relation_reuse: bool
-    feature_dim: int = 48
-    hidden_dim: int = 128
-
-
 class VisionTransformer(nn.Cell):
-    """Class-token ViT with a pluggable tokenizer, optional EViT keep rates and optional DVT reuse.
+    """Class-token ViT for stage ``index`` of ``spec``: its tokenizer, blocks, EViT keep rates and reuse.
 
-    ``construct(x)`` returns logits (and EViT's kept indices with ``return_indices=True``).
-    ``forward_stage`` is what a DVT cascade calls: it also returns the final tokens (before the final
-    norm) and every layer's attention logits stacked as ``[B, depth * num_heads, N, N]``.
+    A plain DeiT/T2T-ViT/EViT model is the only stage of a one-stage spec. ``construct(x)`` returns logits
+    (and EViT's kept indices with ``return_indices=True``). DVT stages are :class:`~dvt_ms.models.dvt.
+    CascadeStage`, which call :meth:`forward_features` with what they reuse.
     """
 
-    def __init__(self, *, tokenizer: Tokenizer = PatchTokenizer(), image_size: int = 224,
-                 num_classes: int = 1000, embed_dim: int = 384, depth: int = 12, num_heads: int = 6,
-                 mlp_ratio: float = 4.0, qkv_bias: bool = True, qk_scale: Optional[float] = None,
-                 norm_eps: float = 1e-6, drop_path_rate: float = 0.0, sinusoid_pos_embed: bool = False,
-                 token_dim: int = 64, keep_rate: Sequence[float] = (), fuse_token: bool = False,
-                 reuse: Optional[ReuseSource] = None):
+    def __init__(self, spec: CascadeSpec, index: int = 0, kernels: KernelChoice = STOCK):
         super().__init__()
-        keep_rate = tuple(keep_rate) or (1.0,) * depth
-        if len(keep_rate) != depth:
-            raise ValueError(f"keep_rate has {len(keep_rate)} entries but depth is {depth}")
-        if reuse is not None and min(keep_rate) < 1:
-            raise ValueError("EViT token reorganization cannot be combined with DVT reuse")
-        self.num_classes = num_classes
-        self.embed_dim = embed_dim
-        self.depth = depth
-        self.num_heads = num_heads
-        self.image_size = image_size
-        self.keep_rate = keep_rate
+        stage = spec.stages[index]
+        self.spec = spec
+        self.index = index
+        self.kernels = kernels
+        self.num_classes = spec.num_classes
+        self.embed_dim = stage.embed_dim
+        self.depth = stage.depth
+        self.num_heads = stage.num_heads
+        self.image_size = spec.image_size
+        self.keep_rate = stage.keep_rates
+        self.grid_size = spec.grid_size(index)
+        self.gives_relations = spec.gives_relations(index)
 
-        self.tokenizer = tokenizer.build(image_size, embed_dim, token_dim)
-        self.grid_size = self.tokenizer.grid_size
-        num_tokens = self.grid_size ** 2 + 1
+        self.tokenizer = stage.tokenizer.build(spec.image_size, stage.embed_dim, stage.token_dim, kernels)
+        num_tokens = spec.num_tokens(index)
+        embed_dim = stage.embed_dim
         self.cls_token = Parameter(initializer(TruncatedNormal(0.02), (1, 1, embed_dim)), name="cls_token")
-        if sinusoid_pos_embed:
+        if stage.sinusoid_pos_embed:
             self.pos_embed = Parameter(Tensor(sinusoid_position_table(num_tokens, embed_dim)),
                                        name="pos_embed", requires_grad=False)
         else:
             self.pos_embed = Parameter(initializer(TruncatedNormal(0.02), (1, num_tokens, embed_dim)),
                                        name="pos_embed")
 
-        use_features = reuse is not None and reuse.feature_reuse
-        feature_dim = reuse.feature_dim if use_features else 0
-        drop_rates = np.linspace(0, drop_path_rate, depth) if depth > 1 else [drop_path_rate]
+        features_from, relations_from = stage.features_from, stage.relations_from
+        follow = stage.prunes and (features_from is not None or relations_from is not None)
+        depth = stage.depth
+        drop_rates = np.linspace(0, spec.drop_path_rate, depth) if depth > 1 else [spec.drop_path_rate]
         blocks = []
         for i in range(depth):
             feature_reuse = None
-            if use_features:
-                feature_reuse = FeatureReuse(reuse.embed_dim, reuse.hidden_dim, reuse.feature_dim,
-                                             reuse.grid_size, self.grid_size, norm_eps)
-            blocks.append(Block(embed_dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale,
-                                norm_eps=norm_eps, drop_path=float(drop_rates[i]),
-                                feature_reuse=feature_reuse, feature_reuse_dim=feature_dim,
-                                keep_rate=keep_rate[i], fuse_token=fuse_token))
+            if features_from is not None:
+                feature_reuse = FeatureReuse(spec.stages[features_from].embed_dim, stage.reuse_hidden_dim,
+                                             stage.reuse_feature_dim, spec.grid_size(features_from),
+                                             self.grid_size, stage.norm_eps, kernels=kernels)
+            blocks.append(Block(embed_dim, stage.num_heads, stage.mlp_ratio, qkv_bias=stage.qkv_bias,
+                                qk_scale=stage.qk_scale, norm_eps=stage.norm_eps, drop_path=float(drop_rates[i]),
+                                feature_reuse=feature_reuse,
+                                feature_reuse_dim=stage.reuse_feature_dim if feature_reuse else 0,
+                                keep_rate=stage.keep_rates[i], fuse_token=stage.fuse_token,
+                                follow_tokens=follow, kernels=kernels))
         self.blocks = nn.CellList(blocks)
         self.relation_reuse = None
-        if reuse is not None and reuse.relation_reuse:
-            self.relation_reuse = RelationReuse(reuse.relation_channels, depth * num_heads,
-                                                reuse.grid_size, self.grid_size)
-        self.norm = LayerNorm((embed_dim,), epsilon=norm_eps)
-        self.head = Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        if relations_from is not None:
+            self.relation_reuse = RelationReuse(spec.stages[relations_from].relation_channels,
+                                                stage.relation_channels, spec.grid_size(relations_from),
+                                                self.grid_size, kernels=kernels)
+        self.norm = LayerNorm((embed_dim,), epsilon=stage.norm_eps, kernels=kernels)
+        self.head = Linear(embed_dim, spec.num_classes, kernels=kernels) if spec.num_classes > 0 else nn.Identity()
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -100,31 +88,44 @@ class VisionTransformer(nn.Cell):
                 if cell.has_bias:
                     cell.bias.set_data(initializer("zeros", cell.bias.shape))
 
-    def forward_stage(self, x: Tensor, reused_tokens: Optional[Tensor] = None,
-                      reused_relations: Optional[Tensor] = None, keep_rate: Optional[float] = None,
-                      collect_relations: bool = True) -> Tuple[Tensor, Tensor, Optional[Tensor], List[Tensor]]:
-        """Return ``(logits, tokens_before_norm, attention_logits_or_None, kept_indices)``."""
+    def forward_features(self, x: Tensor, reused_tokens: Optional[Tensor] = None,
+                         reused_relations: Optional[Tensor] = None,
+                         keep_rate: Optional[float] = None) -> Tuple[Tensor, Optional[Tensor], List[Tensor]]:
+        """``(final tokens before the norm, stacked attention logits or None, kept indices per pruning block)``.
+
+        The logits ``[B, depth * heads, N, N]`` are stacked only if a later stage reuses them.
+        """
         tokens = self.tokenizer(x)
         cls = ops.broadcast_to(self.cls_token, (tokens.shape[0], 1, self.embed_dim))
         x = ops.concat((cls, tokens), axis=1) + self.pos_embed
         layer_biases = None
-        if self.relation_reuse is not None and reused_relations is not None:
+        if self.relation_reuse is not None:
             layer_biases = ops.split(self.relation_reuse(reused_relations), self.num_heads, axis=1)
         relations = []
         kept = []
+        token_map = None
         for i, block in enumerate(self.blocks):
-            layer_bias = None if layer_biases is None else layer_biases[i]
-            x, logits, kept_idx = block(x, reused_tokens, layer_bias, keep_rate)
-            if collect_relations:
+            layer_bias = None
+            if layer_biases is not None:
+                layer_bias = layer_biases[i]
+                if token_map is not None:  # the full-grid bias follows the tokens kept so far
+                    rows = token_map.expand_dims(1)
+                    layer_bias = ops.matmul(ops.matmul(rows, layer_bias), rows.swapaxes(-1, -2))
+            x, logits, kept_idx, token_map = block(x, reused_tokens, layer_bias, keep_rate, token_map)
+            if self.gives_relations:
                 relations.append(logits)
             if kept_idx is not None:
                 kept.append(kept_idx)
-        logits = self.head(self.norm(x)[:, 0])
-        stacked = ops.concat(relations, axis=1) if collect_relations else None
-        return logits, x, stacked, kept
+        stacked = ops.concat(relations, axis=1) if self.gives_relations else None
+        return x, stacked, kept
+
+    def head_logits(self, tokens: Tensor) -> Tensor:
+        """Final norm, class token, classifier."""
+        return self.head(self.norm(tokens)[:, 0])
 
     def construct(self, x: Tensor, keep_rate: Optional[float] = None, return_indices: bool = False):
-        logits, _, _, kept = self.forward_stage(x, keep_rate=keep_rate, collect_relations=False)
+        tokens, _, kept = self.forward_features(x, keep_rate=keep_rate)
+        logits = self.head_logits(tokens)
         if return_indices:
             return logits, tuple(kept)
         return logits

@@ -261,7 +261,7 @@ class Trainer:
         ms.set_seed(config.seed)  # identical initial weights on every rank
 
         overrides = train_model_overrides(config)
-        self.net = create_model(config.model, **overrides)
+        self.net = create_model(config.model, cpu_kernels=config.cpu_kernels, **overrides)
         self.num_classes = model_num_classes(self.net)
         self.image_size = model_image_size(self.net)
         self.num_exits = num_exits(self.net)

@@ -36,7 +36,6 @@ from mindspore.common import dtype as mstype
 from mindspore.nn import DistributedGradReducer
 from mindspore.ops import AllReduce, ReduceOp
 
-from ..kernels import cpu_kernels_active
 from ..kernels.ops import non_finite_count_op
 from .ema import ModelEMA
 from .loss import check_targets
@@ -214,7 +213,7 @@ class TrainStep:
         no_norm = Tensor(-1.0, mstype.float32)
         # MindSpore's all_finite runs IsFinite + ReduceAll per gradient; on CPU one kernel counts them all
         count_non_finite = None
-        if cpu_kernels_active() and self.amp_level == "O0":
+        if getattr(net, "kernels", None) is not None and net.kernels.fused and self.amp_level == "O0":
             count_non_finite = non_finite_count_op()
 
         def forward(images, targets, keep_rate):

@@ -4,7 +4,7 @@ from typing import Optional
 
 import mindspore as ms
 
-from ..kernels import library_path, set_cpu_kernels
+from ..kernels import CPU_KERNEL_MODES, library_path
 
 logger = logging.getLogger(__name__)
 
@@ -23,9 +23,9 @@ def device_available(device_target: str) -> bool:
 def configure_device(device_target: str = "CPU", mode: str = "graph", cpu_kernels: Optional[str] = None) -> str:
     """Set MindSpore's device and mode; fall back to CPU (with a warning) if the device is absent.
 
-    ``cpu_kernels`` (``auto``/``on``/``off``, default: unchanged) sets the mode of the fused CPU kernels
-    (:mod:`dvt_ms.kernels`) for the layers built afterwards; ``on`` builds them now, so that a missing
-    compiler fails here. Returns the device actually used.
+    ``cpu_kernels`` (``auto``/``on``/``off``) is only checked here, and ``on`` builds the kernels now so
+    that a missing compiler fails before any work; models take the mode when they are built
+    (``create_model(..., cpu_kernels=...)``). Returns the device actually used.
     """
     if device_target not in DEVICE_TARGETS:
         raise ValueError(f"device_target must be one of {', '.join(DEVICE_TARGETS)}, got {device_target!r}")
@@ -37,8 +37,8 @@ def configure_device(device_target: str = "CPU", mode: str = "graph", cpu_kernel
         chosen = "CPU"
     ms.set_context(mode=MODES[mode])
     ms.set_device(chosen)
-    if cpu_kernels is not None:
-        set_cpu_kernels(cpu_kernels)
-        if cpu_kernels == "on" and chosen == "CPU":
-            library_path()
+    if cpu_kernels is not None and cpu_kernels not in CPU_KERNEL_MODES:
+        raise ValueError(f"cpu_kernels must be one of {', '.join(CPU_KERNEL_MODES)}, got {cpu_kernels!r}")
+    if cpu_kernels == "on" and chosen == "CPU":
+        library_path()
     return chosen
