@@ -2,8 +2,7 @@
 
 Only matrix products are counted: patch embedding, the T2T soft splits' Performer layers and
 projection, qkv, ``q @ k^T``, ``attn @ v``, the attention projection, the MLPs, the DVT reuse modules
-(their MLP/channel mixes and resampling matrices, and in a pruning stage the token map applied to what it
-reuses) and the head. Token counts, EViT's pruned ones included, come from the cascade spec. Element-wise ops, softmax, GELU,
+(their MLP/channel mixes and resampling matrices) and the head. Token counts, EViT's pruned ones included, come from the cascade spec. Element-wise ops, softmax, GELU,
 LayerNorm, biases and EViT's token selection and fusion are ignored, as in the published DeiT/T2T-ViT/DVT/EViT
 figures. Counts are MACs (one multiply plus one add); FLOPs are about twice that.
 """
@@ -60,9 +59,9 @@ def _relation_reuse(module: RelationReuse) -> int:
     return mixes + out * (dst * src * src + dst * src * dst)
 
 
-def _block(block: Block, tokens_in: int, tokens_out: int, full: int, parts: Dict[str, float]) -> None:
+def _block(block: Block, tokens_in: int, tokens_out: int, parts: Dict[str, float]) -> None:
     """Add one block's MACs to ``parts``: attention on ``tokens_in`` tokens, the MLP on ``tokens_out``
-    (after EViT's reorganization); ``full`` is the stage's full token count (what reused inputs cover)."""
+    (after EViT's reorganization). Reused inputs follow the kept tokens by gathers, which cost no MACs."""
     attn = block.attn
     dim = attn.num_heads * attn.head_dim
     parts["attention"] += (_dense(attn.qkv, tokens_in) + 2 * tokens_in * tokens_in * dim
@@ -70,8 +69,6 @@ def _block(block: Block, tokens_in: int, tokens_out: int, full: int, parts: Dict
     parts["mlp"] += _dense(block.mlp.fc1, tokens_out) + _dense(block.mlp.fc2, tokens_out)
     if block.feature_reuse is not None:
         parts["feature_reuse"] += _feature_reuse(block.feature_reuse)
-        if tokens_out != full:  # the token map applied to the full-grid features
-            parts["feature_reuse"] += tokens_out * full * block.feature_reuse.mlp.fc2.out_channels
 
 
 def _stage(model: VisionTransformer, image_size: int) -> Dict[str, float]:
@@ -81,12 +78,9 @@ def _stage(model: VisionTransformer, image_size: int) -> Dict[str, float]:
     spec, k = model.spec, model.index
     parts = dict.fromkeys(PARTS, 0.0)
     parts["tokenizer"] = float(_tokenizer(model.tokenizer))
-    full = spec.num_tokens(k)
-    tokens = full
+    tokens = spec.num_tokens(k)
     for block, after in zip(model.blocks, spec.block_tokens(k)):
-        _block(block, tokens, after, full, parts)
-        if model.relation_reuse is not None and tokens != full:  # M @ bias @ M.T per head
-            parts["relation_reuse"] += block.attn.num_heads * (tokens * full * full + tokens * full * tokens)
+        _block(block, tokens, after, parts)
         tokens = after
     if model.relation_reuse is not None:
         parts["relation_reuse"] += float(_relation_reuse(model.relation_reuse))

@@ -9,7 +9,7 @@ from .mlp import Mlp
 from .norm import LayerNorm
 from .reuse import FeatureReuse
 from ..kernels import STOCK, KernelChoice
-from .token_reorganization import apply_selection, follow_selection, resolve_keep_count, select_tokens
+from .token_reorganization import apply_selection, follow_rows, resolve_keep_count, select_tokens
 
 
 class Block(nn.Cell):
@@ -19,10 +19,10 @@ class Block(nn.Cell):
     - ``feature_reuse``: a :class:`FeatureReuse` whose output is concatenated to the tokens before
       ``norm2`` (DVT feature reuse), so ``norm2``/``mlp`` see ``dim + feature_reuse_dim`` channels;
     - ``keep_rate < 1``: EViT token reorganization after the attention residual. With ``follow_tokens``
-      (a pruning stage that reuses an earlier stage's full-grid inputs) the block also updates the token
-      map that those inputs follow (:func:`~dvt_ms.layers.token_reorganization.follow_selection`).
+      (a pruning stage that reuses an earlier stage's full-grid inputs) the block also adds its selection
+      to ``selections``, which those inputs follow (:func:`~dvt_ms.layers.token_reorganization.follow_rows`).
 
-    ``construct`` returns ``(tokens, attention_logits, kept_indices_or_None, token_map_or_None)``.
+    ``construct`` returns ``(tokens, attention_logits, kept_indices_or_None, selections)``.
     """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = False,
@@ -48,7 +48,7 @@ class Block(nn.Cell):
 
     def construct(self, x: Tensor, reused_tokens: Optional[Tensor] = None,
                   relation_bias: Optional[Tensor] = None, keep_rate: Optional[float] = None,
-                  token_map: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor]]:
+                  selections: tuple = ()) -> Tuple[Tensor, Tensor, Optional[Tensor], tuple]:
         attn_out, logits, probs = self.attn(self.norm1(x), relation_bias)
         x = x + self.drop_path(attn_out)
         kept_idx = None
@@ -56,13 +56,11 @@ class Block(nn.Cell):
         if keep > 0:
             kept_idx, weights = select_tokens(probs, keep, self.fuse_token)
             if self.follow_tokens:
-                token_map = follow_selection(token_map, x.shape[1], x.shape[0], kept_idx, weights, x.dtype)
+                selections = selections + ((kept_idx, weights),)
             x = apply_selection(x, kept_idx, weights)
         mlp_in = x
         if self.feature_reuse is not None:
-            reused = self.feature_reuse(reused_tokens)
-            if token_map is not None:
-                reused = ops.BatchMatMul()(token_map, reused)
+            reused = follow_rows(self.feature_reuse(reused_tokens), selections)
             mlp_in = ops.concat((x, reused), axis=-1)
         x = x + self.drop_path(self.mlp(self.norm2(mlp_in)))
-        return x, logits, kept_idx, token_map
+        return x, logits, kept_idx, selections

@@ -45,17 +45,34 @@ def reorganize_tokens(x: Tensor, attn_probs: Tensor, keep: int, fuse: bool) -> T
     return apply_selection(x, kept_idx, weights), kept_idx
 
 
-def follow_selection(token_map: Optional[Tensor], n: int, batch: int, kept_idx: Tensor,
-                     weights: Optional[Tensor], dtype) -> Tensor:
-    """The token map ``[B, n_now, n_original]`` after one more reorganization.
+Selection = Tuple[Tensor, Optional[Tensor]]  # (kept_idx [B, keep], fusion weights [B, N - 1] or None)
 
-    A stage that prunes and also reuses an earlier stage's per-token inputs (features, relations, given on
-    the full grid) applies this map to them, so that each kept token keeps its own rows and the fused
-    token gets the same weighted sum of them as of the tokens. ``None`` is the identity on ``n`` tokens.
+
+def follow_rows(x: Tensor, selections: Tuple[Selection, ...]) -> Tensor:
+    """Rows of a full-grid per-token input ``[B, N, C]`` after the reorganizations so far.
+
+    A stage that prunes and also reuses an earlier stage's inputs (given on its full grid) applies its
+    selections to them: each kept token keeps its own row, and the fused token gets the same weighted sum
+    of rows as its features.
     """
-    if token_map is None:
-        token_map = ops.broadcast_to(ops.eye(n, n, dtype), (batch, n, n))
-    return apply_selection(token_map, kept_idx, weights)
+    for kept_idx, weights in selections:
+        x = apply_selection(x, kept_idx, weights)
+    return x
+
+
+def _follow_axis2(x: Tensor, kept_idx: Tensor, weights: Optional[Tensor]) -> Tensor:
+    b, h, n, m = x.shape
+    rows = apply_selection(x.transpose(0, 2, 1, 3).reshape(b, n, h * m), kept_idx, weights)
+    return rows.reshape(b, -1, h, m).transpose(0, 2, 1, 3)
+
+
+def follow_rows_and_columns(x: Tensor, selections: Tuple[Selection, ...]) -> Tensor:
+    """A full-grid pairwise input ``[B, H, N, N]`` (attention biases) after the reorganizations so far:
+    rows and columns both follow the tokens, as in :func:`follow_rows`."""
+    for kept_idx, weights in selections:
+        x = _follow_axis2(x, kept_idx, weights)
+        x = _follow_axis2(x.swapaxes(2, 3), kept_idx, weights).swapaxes(2, 3)
+    return x
 
 
 def resolve_keep_count(block_rate: float, call_rate: Optional[float], num_image_tokens: int) -> int:

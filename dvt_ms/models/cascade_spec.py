@@ -230,7 +230,7 @@ class CascadeSpec:
 # ---------------------------------------------------------------------------------------------------------
 # stages from plain mappings (YAML, model_overrides)
 # ---------------------------------------------------------------------------------------------------------
-_TOKENIZER_KEYS = ("patch_size", "padding", "unfolds")
+_TOKENIZER_KEYS = ("patch_size", "padding", "crop", "unfolds")
 _STAGE_FIELDS = tuple(f.name for f in fields(StageSpec) if f.name != "tokenizer")
 #: Keys a stage mapping may hold: tokenizer fields, every StageSpec field, and EViT's ``drop_loc``.
 STAGE_KEYS = frozenset(_TOKENIZER_KEYS + _STAGE_FIELDS + ("drop_loc",))
@@ -238,18 +238,18 @@ STAGE_KEYS = frozenset(_TOKENIZER_KEYS + _STAGE_FIELDS + ("drop_loc",))
 
 def _tokenizer(entry: Mapping[str, Any], base: Optional[Tokenizer], where: str) -> Tokenizer:
     if "unfolds" in entry:
-        if "patch_size" in entry or "padding" in entry:
-            raise ValueError(f"{where}: give either unfolds (T2T) or patch_size/padding, not both")
+        if "patch_size" in entry or "padding" in entry or "crop" in entry:
+            raise ValueError(f"{where}: give either unfolds (T2T) or patch_size/padding/crop, not both")
         try:
             return T2TTokenizer(tuple(tuple(u) for u in entry["unfolds"]))
         except TypeError:
             raise ValueError(f"{where}.unfolds must be a list of [kernel, stride, padding], "
                              f"got {entry['unfolds']!r}") from None
-    if "patch_size" in entry or "padding" in entry:
+    if "patch_size" in entry or "padding" in entry or "crop" in entry:
         if "patch_size" not in entry and not isinstance(base, PatchTokenizer):
-            raise ValueError(f"{where}.padding needs a patch_size")
+            raise ValueError(f"{where}: padding and crop need a patch_size")
         patch = entry.get("patch_size", getattr(base, "patch_size", None))
-        return PatchTokenizer(patch, entry.get("padding", 0))
+        return PatchTokenizer(patch, entry.get("padding", 0), bool(entry.get("crop", False)))
     if base is None:
         raise ValueError(f"{where}: give its tokenizer: patch_size (and padding) or unfolds")
     return base

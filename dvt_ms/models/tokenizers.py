@@ -15,10 +15,16 @@ from ..layers.patch_embed import conv_output_size
 
 @dataclass(frozen=True)
 class PatchTokenizer:
-    """Non-overlapping ``patch_size`` patches after ``padding`` zeros on each side."""
+    """Non-overlapping ``patch_size`` patches after ``padding`` zeros on each side.
+
+    The patches must tile the padded image exactly, unless ``crop``: then the pixels past the last whole
+    patch (right and bottom) are dropped, as a strided convolution does. The registered models crop, as
+    the official code does at other resolutions than 224.
+    """
 
     patch_size: int = 16
     padding: int = 0
+    crop: bool = False
 
     def grid_size(self, image_size: int) -> int:
         return conv_output_size(image_size, self.patch_size, self.patch_size, self.padding)
@@ -28,11 +34,11 @@ class PatchTokenizer:
         covered = image_size + 2 * self.padding
         if self.patch_size < 1 or self.padding < 0:
             raise ValueError(f"patch_size must be >= 1 and padding >= 0, got {self.patch_size} and {self.padding}")
-        if covered < self.patch_size or covered % self.patch_size:
+        if covered < self.patch_size or (covered % self.patch_size and not self.crop):
             raise ValueError(f"patch_size {self.patch_size} with padding {self.padding} does not tile a "
                              f"{image_size}-pixel image ({covered} = {covered // self.patch_size} x "
                              f"{self.patch_size} + {covered % self.patch_size}); change patch_size, padding or "
-                             "image_size")
+                             "image_size, or set crop: true to drop the remainder")
 
     def build(self, image_size: int, embed_dim: int, token_dim: int, kernels: KernelChoice = STOCK) -> nn.Cell:
         return PatchEmbed(image_size, self.patch_size, embed_dim, padding=self.padding, kernels=kernels)

@@ -25,7 +25,8 @@ T2T_ARCHS = {
 T2T_TAIL = ((3, 2, 1), (3, 2, 1))
 
 # DVT exits: 7x7, 10x10 and 14x14 tokens at 224 pixels.
-DVT_DEIT_TOKENIZERS = (PatchTokenizer(32), PatchTokenizer(23, padding=3), PatchTokenizer(16))
+DVT_DEIT_TOKENIZERS = (PatchTokenizer(32, crop=True), PatchTokenizer(23, padding=3, crop=True),
+                       PatchTokenizer(16, crop=True))
 DVT_T2T_TOKENIZERS = tuple(T2TTokenizer((first,) + T2T_TAIL)
                            for first in ((14, 8, 3), (11, 6, 5), (7, 4, 2)))
 
@@ -62,14 +63,14 @@ def _register_deit(size: str) -> None:
     @register_model(f"deit_{size}", family="deit")
     def spec(**overrides: Any) -> CascadeSpec:
         cfg = _resolve(DEIT_ARCHS[size], {}, overrides)
-        return _cascade([_stage(_DEIT, cfg, PatchTokenizer(16))], cfg)
+        return _cascade([_stage(_DEIT, cfg, PatchTokenizer(16, crop=True))], cfg)
 
 
 def _register_evit(size: str) -> None:
     @register_model(f"evit_deit_{size}", family="evit", extra_overrides=_EVIT_OVERRIDES)
     def spec(**overrides: Any) -> CascadeSpec:
         cfg = _resolve(DEIT_ARCHS[size], _EVIT_DEFAULTS, overrides)
-        return _cascade([_stage(_DEIT, cfg, PatchTokenizer(16), **_evit_rates(cfg))], cfg)
+        return _cascade([_stage(_DEIT, cfg, PatchTokenizer(16, crop=True), **_evit_rates(cfg))], cfg)
 
 
 def _register_t2t(depth: str) -> None:

@@ -7,6 +7,7 @@ from mindspore.common.initializer import TruncatedNormal, initializer
 
 from ..kernels import STOCK, KernelChoice
 from ..layers import Block, FeatureReuse, LayerNorm, Linear, RelationReuse
+from ..layers.token_reorganization import follow_rows_and_columns
 from .cascade_spec import CascadeSpec
 
 
@@ -103,15 +104,12 @@ class VisionTransformer(nn.Cell):
             layer_biases = ops.split(self.relation_reuse(reused_relations), self.num_heads, axis=1)
         relations = []
         kept = []
-        token_map = None
+        selections = ()  # what the full-grid reused inputs follow in a pruning stage
         for i, block in enumerate(self.blocks):
             layer_bias = None
             if layer_biases is not None:
-                layer_bias = layer_biases[i]
-                if token_map is not None:  # the full-grid bias follows the tokens kept so far
-                    rows = token_map.expand_dims(1)
-                    layer_bias = ops.matmul(ops.matmul(rows, layer_bias), rows.swapaxes(-1, -2))
-            x, logits, kept_idx, token_map = block(x, reused_tokens, layer_bias, keep_rate, token_map)
+                layer_bias = follow_rows_and_columns(layer_biases[i], selections)
+            x, logits, kept_idx, selections = block(x, reused_tokens, layer_bias, keep_rate, selections)
             if self.gives_relations:
                 relations.append(logits)
             if kept_idx is not None:
