@@ -13,8 +13,8 @@ from mindspore import nn
 
 from ..utils.atomic import atomic_path
 from .errors import CheckpointError, CheckpointMismatchError
-from .key_mapping import (map_mindspore_state_dict, map_state_dict, mindspore_official_layout,
-                          split_optimizer_state)
+from .key_mapping import (OPTIMIZER_STATE_NAMES, OPTIMIZER_STATE_PREFIXES, map_mindspore_state_dict,
+                          map_state_dict, mindspore_official_layout, split_optimizer_state)
 from .torch_pickle import read_torch_file
 
 logger = logging.getLogger(__name__)
@@ -95,8 +95,8 @@ def _read_mindspore_checkpoint(path: Path) -> Tuple[Dict[str, np.ndarray], Dict[
     if mindspore_official_layout(weights):
         weights, skipped = split_optimizer_state(weights)
         if skipped:
-            logger.info("%s: skipped %d optimizer-state entries (adam_m.*, adam_v.*, beta1_power, beta2_power, "
-                        "global_step, learning_rate)", path, len(skipped))
+            kinds = [prefix + "*" for prefix in OPTIMIZER_STATE_PREFIXES] + list(OPTIMIZER_STATE_NAMES)
+            logger.info("%s: skipped %d optimizer-state entries (%s)", path, len(skipped), ", ".join(kinds))
         try:
             weights = map_mindspore_state_dict(weights)
         except ValueError as exc:
