@@ -1,6 +1,7 @@
-"""Pure mapping from official PyTorch state-dict keys and tensors to this project's parameters."""
+"""Pure mappings from official checkpoints (PyTorch DVT/DeiT/T2T/EViT, MindSpore DVT) to this project's
+parameters, and detection of which layout a file's names follow."""
 import re
-from typing import Dict, Tuple
+from typing import Dict, Iterable, List, Tuple
 
 import numpy as np
 
@@ -59,3 +60,155 @@ def map_state_dict(state_dict: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         mapped[name] = map_tensor(name, np.asarray(value))
         origin[name] = key
     return mapped
+
+
+# --------------------------------------------------------------------------------------------------
+# Official MindSpore DVT (Dynamic-Vision-Transformer-MindSpore): ``less_token.*`` and ``normal_token.*``
+# --------------------------------------------------------------------------------------------------
+MINDSPORE_STAGE_PREFIXES = ("less_token", "normal_token")
+# Entries of official training checkpoints that are optimizer state, not network weights.
+OPTIMIZER_STATE_PREFIXES = ("adam_m.", "adam_v.")
+OPTIMIZER_STATE_NAMES = ("beta1_power", "beta2_power", "global_step", "learning_rate")
+
+# Applied in order. The patch flattening (channel, row, column), the per-head split of to_q/to_k/to_v
+# and the layer-major relation channels are the same as this project's, so no tensor is permuted.
+_MS_RENAMES: Tuple[Tuple[str, str], ...] = (
+    (r"^(less_token|normal_token)\.",
+     lambda m: f"stages.{MINDSPORE_STAGE_PREFIXES.index(m.group(1))}."),
+    (r"(^|\.)pos_embedding$", r"\1pos_embed"),
+    (r"(^|\.)stem\.patch_to_embedding\.dense\.", r"\1tokenizer.proj."),
+    (r"(^|\.)layers\.(\d+)\.", r"\1blocks.\2."),
+    (r"\.attn\.to_out\.", ".attn.proj."),
+    (r"(^|\.)mlp\.ff(\d)\.dense\.", r"\1mlp.fc\2."),
+    (r"\.feature_resuse_mlp\.norm1\.", ".feature_reuse.norm."),
+    (r"\.feature_resuse_mlp\.ff(\d)\.dense\.", r".feature_reuse.mlp.fc\1."),
+    (r"(^|\.)relation_reuse_conv\.0\.", r"\1relation_reuse.fc1."),
+    (r"(^|\.)relation_reuse_conv\.2\.", r"\1relation_reuse.fc2."),
+    (r"(^|\.)head\.0\.", r"\1head."),
+)
+_MS_QKV = re.compile(r"^(?P<block>.*\.attn)\.to_(?P<part>[qkv])\.(?P<leaf>weight|bias)$")
+_MS_RELATION_CONV = re.compile(r"(^|\.)relation_reuse\.fc\d\.weight$")
+
+
+def _ms_rename(key: str) -> str:
+    for pattern, replacement in _MS_RENAMES:
+        key = re.sub(pattern, replacement, key)
+    return key
+
+
+def map_mindspore_key(key: str) -> str:
+    """This project's name for an official MindSpore DVT key (``to_q``/``to_k``/``to_v`` -> ``qkv``)."""
+    key = _ms_rename(key)
+    qkv = _MS_QKV.match(key)
+    if qkv:
+        return f"{qkv.group('block')}.qkv.{qkv.group('leaf')}"
+    return key
+
+
+def map_mindspore_state_dict(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Rename and reshape an official MindSpore DVT state dict (network weights only).
+
+    ``to_q``, ``to_k``, ``to_v`` of a layer become one ``qkv`` tensor ``[q; k; v]`` along the output axis;
+    the 1x1 relation-reuse convolutions ``[out, in, 1, 1]`` become ``[out, in]`` matrices. Raises
+    ``ValueError`` naming the keys for a q/k/v triple with a member missing or of unequal shapes, a
+    relation-reuse kernel that is not 1x1, or two keys that map to one name.
+    """
+    mapped: Dict[str, np.ndarray] = {}
+    origin: Dict[str, str] = {}
+    triples: Dict[str, Dict[str, Tuple[str, np.ndarray]]] = {}
+    for key, value in state.items():
+        value = np.asarray(value)
+        renamed = _ms_rename(key)
+        qkv = _MS_QKV.match(renamed)
+        if qkv:
+            name = f"{qkv.group('block')}.qkv.{qkv.group('leaf')}"
+            triples.setdefault(name, {})[qkv.group("part")] = (key, value)
+            continue
+        if _MS_RELATION_CONV.search(renamed) and value.ndim == 4:
+            if value.shape[2:] != (1, 1):
+                raise ValueError(f"{key}: relation-reuse convolution must be 1x1, got shape {value.shape}")
+            value = value.reshape(value.shape[0], value.shape[1])
+        if renamed in mapped:
+            raise ValueError(f"keys {origin[renamed]!r} and {key!r} both map to {renamed!r}")
+        mapped[renamed], origin[renamed] = value, key
+    for name, parts in triples.items():
+        missing = [p for p in "qkv" if p not in parts]
+        if missing:
+            have = ", ".join(parts[p][0] for p in "qkv" if p in parts)
+            raise ValueError(f"{have}: no matching to_{'/to_'.join(missing)} "
+                             f"(to_q, to_k and to_v are merged into {name})")
+        shapes = {parts[p][0]: parts[p][1].shape for p in "qkv"}
+        if len(set(shapes.values())) != 1 or parts["q"][1].ndim not in (1, 2):
+            raise ValueError(f"to_q/to_k/to_v merged into {name} must have one shape: "
+                             + ", ".join(f"{k} {s}" for k, s in shapes.items()))
+        if name in mapped:
+            raise ValueError(f"keys {origin[name]!r} and {parts['q'][0]!r} both map to {name!r}")
+        mapped[name] = np.concatenate([parts[p][1] for p in "qkv"], axis=0)
+        origin[name] = parts["q"][0]
+    return mapped
+
+
+def split_optimizer_state(state: Dict[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray], List[str]]:
+    """``(weights, skipped_names)``: drop official training-checkpoint optimizer entries
+    (``adam_m.*``, ``adam_v.*``, ``beta1_power``, ``beta2_power``, ``global_step``, ``learning_rate``)."""
+    weights: Dict[str, np.ndarray] = {}
+    skipped: List[str] = []
+    for key, value in state.items():
+        if key.startswith(OPTIMIZER_STATE_PREFIXES) or key in OPTIMIZER_STATE_NAMES:
+            skipped.append(key)
+        else:
+            weights[key] = value
+    return weights, skipped
+
+
+# --------------------------------------------------------------------------------------------------
+# Layout detection
+# --------------------------------------------------------------------------------------------------
+LAYOUTS = ("dvt_ms", "pytorch_official", "mindspore_official")
+# Keys that only one layout has. This project's training checkpoints prefix optimizer and EMA copies.
+_LAYOUT_MARKERS = {
+    "mindspore_official": re.compile(
+        r"(^|\.)(stem\.patch_to_embedding\.|pos_embedding$|layers\.\d+\.(attn\.to_(q|k|v|out)|mlp\.ff\d)\.|"
+        r"feature_resuse_mlp\.(norm1|ff\d)\.)"),
+    "pytorch_official": re.compile(
+        r"(^|\.)(patch_embed\.proj\.|tokens_to_token\.|blocks\.\d+\.norm\d\.(weight|bias)$|"
+        r"norm\.(weight|bias)$|feature_resuse_mlp\.\d\.)"),
+    "dvt_ms": re.compile(
+        r"(^|\.)(tokenizer\.|blocks\.\d+\.norm\d\.(gamma|beta)$|relation_reuse\.fc\d\.|feature_reuse\.)"),
+}
+_PROJECT_STATE_PREFIXES = ("optimizer.", "ema.")
+
+
+def _layouts_of(keys: Iterable[str]) -> Dict[str, int]:
+    counts = {layout: 0 for layout in LAYOUTS}
+    for key in keys:
+        for prefix in _PROJECT_STATE_PREFIXES:
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+        for layout, marker in _LAYOUT_MARKERS.items():
+            if marker.search(key):
+                counts[layout] += 1
+    return {layout: n for layout, n in counts.items() if n}
+
+
+def detect_layout(keys: Iterable[str]) -> str:
+    """Which naming ``keys`` follow: ``"dvt_ms"`` (this project), ``"pytorch_official"`` (official DVT,
+    DeiT, T2T-ViT, EViT ``.pth``) or ``"mindspore_official"`` (official MindSpore DVT ``.ckpt``).
+
+    Raises ``ValueError`` if the keys follow none of them, or mix several.
+    """
+    keys = list(keys)
+    found = _layouts_of(keys)
+    if len(found) == 1:
+        return next(iter(found))
+    sample = ", ".join(keys[:5]) + (", ..." if len(keys) > 5 else "")
+    if not found:
+        raise ValueError(f"parameter names follow no known layout ({', '.join(LAYOUTS)}): "
+                         f"{len(keys)} key(s), e.g. {sample or '(none)'}")
+    raise ValueError("parameter names mix layouts: "
+                     + ", ".join(f"{n} key(s) {layout}" for layout, n in found.items()))
+
+
+def mindspore_official_layout(keys: Iterable[str]) -> bool:
+    """Whether ``keys`` are those of an official MindSpore DVT checkpoint (no error for other layouts)."""
+    return set(_layouts_of(keys)) == {"mindspore_official"}

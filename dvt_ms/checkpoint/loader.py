@@ -1,4 +1,5 @@
-"""Load official PyTorch checkpoints and MindSpore checkpoints; save MindSpore checkpoints atomically."""
+"""Load official PyTorch checkpoints, official MindSpore DVT checkpoints and this project's MindSpore
+checkpoints; save MindSpore checkpoints atomically."""
 import json
 import logging
 import os
@@ -12,7 +13,8 @@ from mindspore import nn
 
 from ..utils.atomic import atomic_path
 from .errors import CheckpointError, CheckpointMismatchError
-from .key_mapping import map_state_dict
+from .key_mapping import (OPTIMIZER_STATE_NAMES, OPTIMIZER_STATE_PREFIXES, map_mindspore_state_dict,
+                          map_state_dict, mindspore_official_layout, split_optimizer_state)
 from .torch_pickle import read_torch_file
 
 logger = logging.getLogger(__name__)
@@ -90,6 +92,15 @@ def _read_mindspore_checkpoint(path: Path) -> Tuple[Dict[str, np.ndarray], Dict[
             metadata[name] = value
         else:
             weights[name] = value.asnumpy()
+    if mindspore_official_layout(weights):
+        weights, skipped = split_optimizer_state(weights)
+        if skipped:
+            kinds = [prefix + "*" for prefix in OPTIMIZER_STATE_PREFIXES] + list(OPTIMIZER_STATE_NAMES)
+            logger.info("%s: skipped %d optimizer-state entries (%s)", path, len(skipped), ", ".join(kinds))
+        try:
+            weights = map_mindspore_state_dict(weights)
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
     return weights, metadata
 
 
