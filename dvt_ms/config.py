@@ -518,6 +518,8 @@ EVAL = Schema("evaluation", [
                 "train subset"),
     Option("fit_samples", int, default=50000, validator=positive,
            help="train images used to fit the thresholds (mode fit), drawn with --seed"),
+    Option("budget_steps", int, default=59, validator=positive,
+           help="budget steps p = 1..N of mode fit: 59 as the official PyTorch DVT, 39 as the official MindSpore DVT"),
     Option("output", str, nullable=True, validator=non_empty, help="write the results to this JSON file"),
     Option("plot", str, nullable=True, validator=_plot_suffix,
            help="draw accuracy vs GMACs to this .png/.pdf/.svg (needs matplotlib)"),

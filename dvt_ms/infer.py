@@ -412,13 +412,14 @@ def model_from_checkpoint(path: Union[str, os.PathLike], model_name: Optional[st
                           cpu_kernels: Optional[str] = None) -> Tuple[nn.Cell, Dict[str, Any]]:
     """Build the model a checkpoint was converted from and load it; returns ``(model, metadata)``.
 
-    A converted ``.ckpt`` names its model (``model``, ``model_overrides``); ``model_name``/``overrides``
-    must then agree with it. Official files do not, and need ``model_name``.
+    A converted ``.ckpt`` names its model (``model``, ``model_overrides``), and so does an official MindSpore
+    DVT ``.ckpt``, recognised from its keys; ``model_name``/``overrides`` must then agree with it. Official
+    PyTorch files name no model and need ``model_name``.
     """
-    from .checkpoint import load_checkpoint, read_checkpoint
+    from .checkpoint import detect_layout, load_checkpoint, read_checkpoint
     from .models import create_model, list_models
 
-    _, metadata = read_checkpoint(path)
+    weights, metadata = read_checkpoint(path)
     overrides = dict(overrides or {})
     stored_name = metadata.get("model")
     if stored_name is not None:
@@ -432,10 +433,15 @@ def model_from_checkpoint(path: Union[str, os.PathLike], model_name: Optional[st
         overrides = {**stored, **overrides}
         model_name = stored_name
     elif model_name is None:
-        raise ValueError(f"{path}: the checkpoint does not name its model; pass --model (and --set ...)")
+        try:
+            layout = f"its weights are in the {detect_layout(weights)} layout"
+        except ValueError as exc:
+            layout = str(exc)
+        raise ValueError(f"{path}: the checkpoint does not name its model ({layout}); pass --model (and --set ...)")
     if model_name not in list_models():
         raise ValueError(f"unknown model {model_name!r}; available: {', '.join(list_models())}")
     net = create_model(model_name, cpu_kernels=cpu_kernels, **overrides)
+    logger.info("%s: %s%s", path, model_name, f" with {overrides}" if overrides else "")
     metadata = load_checkpoint(net, path)
     metadata.setdefault("model", model_name)
     metadata.setdefault("model_overrides", overrides)

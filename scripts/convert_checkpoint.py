@@ -23,7 +23,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("src", type=Path, help="official PyTorch checkpoint (.pth / .pth.tar) or .ckpt")
     parser.add_argument("dst", type=Path, help="MindSpore checkpoint to write (.ckpt)")
-    parser.add_argument("--model", required=True, help="registered model name (see dvt_ms.list_models())")
+    parser.add_argument("--model", default=None,
+                        help="registered model name (see dvt_ms.list_models()); optional for files that name "
+                             "their model or are recognised from their keys (official MindSpore DVT .ckpt)")
     add_override_argument(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace DST if it already exists")
     parser.add_argument("--verbose", action="store_true")
@@ -46,16 +48,13 @@ def main(argv=None) -> int:
 
     import mindspore as ms
 
-    from dvt_ms import create_model, list_models
-    from dvt_ms.checkpoint import load_checkpoint, save_checkpoint
+    from dvt_ms.checkpoint import save_checkpoint
+    from dvt_ms.infer import model_from_checkpoint
 
     ms.set_context(mode=ms.PYNATIVE_MODE)
     ms.set_device("CPU")
-    if args.model not in list_models():
-        raise ValueError(f"unknown model {args.model!r}; available: {', '.join(list_models())}")
-    net = create_model(args.model, cpu_kernels="off", **overrides)  # never run here
-    metadata = load_checkpoint(net, args.src)
-    metadata.update(model=args.model, model_overrides=overrides, converted_from=args.src.name)
+    net, metadata = model_from_checkpoint(args.src, args.model, overrides, cpu_kernels="off")  # never run here
+    metadata.update(converted_from=args.src.name)
     save_checkpoint(net, args.dst, metadata)
     params = list(net.get_parameters())
     logger.info("wrote %s: %d parameters, %d values, metadata keys: %s", args.dst, len(params),

@@ -175,7 +175,8 @@ def _model_modes(config) -> dict:
         results["fit_data"] = _data_summary(train_info, train, seed=config.seed,
                                             fit_samples=config.fit_samples)
         points = budget_results(val.probs, val.targets, gmacs, train_probs=train.probs,
-                                train_targets=train.targets, flops_stored=flops_stored)
+                                train_targets=train.targets, flops_stored=flops_stored,
+                                steps=range(1, config.budget_steps + 1))
     elif config.mode == "saved-thresholds":
         points = budget_results(val.probs, val.targets, gmacs, thresholds=thresholds, flops_stored=flops_stored)
     else:

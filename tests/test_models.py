@@ -17,7 +17,8 @@ REQUIRED = ["deit_tiny", "deit_small", "deit_base", "t2t_vit_12", "t2t_vit_14", 
 
 def test_registry_lists_required_models():
     assert set(REQUIRED) <= set(list_models())
-    assert list_models("dvt_*") == ["dvt_deit_small", "dvt_evit_deit_small", "dvt_t2t_vit_12", "dvt_t2t_vit_14"]
+    assert list_models("dvt_*") == ["dvt_deit_small", "dvt_evit_deit_small", "dvt_mindspore_deit_small", "dvt_t2t_vit_12",
+                                    "dvt_t2t_vit_14"]
 
 
 def test_unknown_model_and_override_are_named():

@@ -15,6 +15,7 @@ from ..utils.atomic import atomic_path
 from .errors import CheckpointError, CheckpointMismatchError
 from .key_mapping import (OPTIMIZER_STATE_NAMES, OPTIMIZER_STATE_PREFIXES, map_mindspore_state_dict,
                           map_state_dict, mindspore_official_layout, split_optimizer_state)
+from .official_mindspore import official_mindspore_metadata
 from .torch_pickle import read_torch_file
 
 logger = logging.getLogger(__name__)
@@ -99,8 +100,11 @@ def _read_mindspore_checkpoint(path: Path) -> Tuple[Dict[str, np.ndarray], Dict[
             logger.info("%s: skipped %d optimizer-state entries (%s)", path, len(skipped), ", ".join(kinds))
         try:
             weights = map_mindspore_state_dict(weights)
+            recognised = official_mindspore_metadata(weights, str(path))
         except ValueError as exc:
             raise CheckpointError(f"{path}: {exc}") from None
+        for key, value in recognised.items():  # the official files name no model: say which one they hold
+            metadata.setdefault(key, value)
     return weights, metadata
 
 

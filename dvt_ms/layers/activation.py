@@ -1,4 +1,4 @@
-"""Exact (erf-based) GELU, torch's default ``approximate='none'``.
+"""GELU: exact (erf-based) by default, torch's ``approximate='none'``; or the tanh approximation.
 
 MindSpore's ``nn.GELU()`` defaults to the tanh approximation, which is off by about 5e-4. This one uses
 ``ops.erf``, or the fused CPU kernel when it is active (:mod:`dvt_ms.kernels`). On MindSpore 2.10's CPU
@@ -15,15 +15,19 @@ _INV_SQRT2 = 0.7071067811865476
 
 
 class GELU(UsesKernels, nn.Cell):
-    """GELU(x) = x * Phi(x) with the exact Gaussian CDF."""
+    """GELU(x) = x * Phi(x) with the exact Gaussian CDF, or with ``approximate`` the tanh form of
+    MindSpore's ``nn.GELU()`` default (the official MindSpore DVT's; MindSpore's op, no fused kernel)."""
 
-    def __init__(self, kernels: KernelChoice = STOCK):
+    def __init__(self, kernels: KernelChoice = STOCK, approximate: bool = False):
         super().__init__()
         self.kernels = kernels
-        if kernels.available:
+        self.approximate = approximate
+        if kernels.available and not approximate:
             self.fused_op = fused_ops.gelu_op()
 
     def construct(self, x: Tensor) -> Tensor:
+        if self.approximate:
+            return ops.gelu(x, approximate="tanh")
         if self.fused:
             return self.fused_op(x)
         return 0.5 * x * (1.0 + ops.erf(x * _INV_SQRT2))

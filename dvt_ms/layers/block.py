@@ -29,7 +29,7 @@ class Block(nn.Cell):
                  qk_scale: Optional[float] = None, norm_eps: float = 1e-6, drop_path: float = 0.0,
                  feature_reuse: Optional[FeatureReuse] = None, feature_reuse_dim: int = 0,
                  keep_rate: float = 1.0, fuse_token: bool = False, follow_tokens: bool = False,
-                 kernels: KernelChoice = STOCK):
+                 approximate_gelu: bool = False, kernels: KernelChoice = STOCK):
         super().__init__()
         if not 0 < keep_rate <= 1:
             raise ValueError(f"keep_rate must be in (0, 1], got {keep_rate}")
@@ -40,7 +40,7 @@ class Block(nn.Cell):
         self.drop_path = DropPath(drop_path)
         mlp_in = dim + feature_reuse_dim
         self.norm2 = LayerNorm((mlp_in,), epsilon=norm_eps, kernels=kernels)
-        self.mlp = Mlp(mlp_in, int(dim * mlp_ratio), dim, kernels=kernels)
+        self.mlp = Mlp(mlp_in, int(dim * mlp_ratio), dim, kernels=kernels, approximate_gelu=approximate_gelu)
         self.feature_reuse = feature_reuse
         self.keep_rate = keep_rate
         self.fuse_token = fuse_token

@@ -10,20 +10,21 @@ from .linear import Linear
 
 
 class Mlp(UsesKernels, nn.Cell):
-    """fc1 -> GELU -> fc2; with the fused CPU kernels, fc1's bias and the GELU are one kernel."""
+    """fc1 -> GELU -> fc2; with the fused CPU kernels, fc1's bias and the exact GELU are one kernel."""
 
     def __init__(self, in_features: int, hidden_features: int, out_features: Optional[int] = None,
-                 kernels: KernelChoice = STOCK):
+                 kernels: KernelChoice = STOCK, approximate_gelu: bool = False):
         super().__init__()
         self.kernels = kernels
         self.fc1 = Linear(in_features, hidden_features, kernels=kernels)
-        self.act = GELU(kernels)
+        self.act = GELU(kernels, approximate_gelu)
         self.fc2 = Linear(hidden_features, out_features or in_features, kernels=kernels)
-        if kernels.available:
+        self.fuse_bias_gelu = not approximate_gelu
+        if kernels.available and self.fuse_bias_gelu:
             self.fused_bias_gelu = fused_ops.bias_gelu_op()
 
     def construct(self, x: Tensor) -> Tensor:
-        if self.fused:
+        if self.fused and self.fuse_bias_gelu:
             hidden = self.fc1.fused_project(x, self.fc1.weight)
             return self.fc2(self.fused_bias_gelu(hidden, self.fc1.bias))
         return self.fc2(self.act(self.fc1(x)))

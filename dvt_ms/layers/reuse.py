@@ -12,26 +12,31 @@ from .resample import token_resample_matrix
 
 
 class FeatureReuse(UsesKernels, nn.Cell):
-    """Compress the previous stage's final tokens and resample them onto this stage's grid.
+    """Compress an earlier stage's final tokens and resample them onto this stage's grid.
 
     Input ``[B, 1 + src**2, in_dim]``; output ``[B, 1 + dst**2, out_dim]`` whose class-token slot is zero.
+    With ``apply_norm=False`` the LayerNorm is kept (its parameters load) but the MLP reads the tokens
+    unnormalized, as the official MindSpore DVT computes.
     """
 
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, src_grid: int, dst_grid: int,
-                 norm_eps: float, kernels: KernelChoice = STOCK):
+                 norm_eps: float, kernels: KernelChoice = STOCK, approximate_gelu: bool = False,
+                 apply_norm: bool = True):
         super().__init__()
         self.kernels = kernels
+        self.apply_norm = apply_norm
         self.norm = LayerNorm((in_dim,), epsilon=norm_eps, kernels=kernels)
-        self.mlp = Mlp(in_dim, hidden_dim, out_dim, kernels=kernels)
+        self.mlp = Mlp(in_dim, hidden_dim, out_dim, kernels=kernels, approximate_gelu=approximate_gelu)
         self.resample = Tensor(token_resample_matrix(src_grid, dst_grid, class_token_weight=0.0))
         if kernels.available:
             self.fused_resample = fused_ops.channel_mix_op(constant=True)
             self.no_bias = Tensor(np.zeros(self.resample.shape[0], np.float32))
 
     def construct(self, tokens: Tensor) -> Tensor:
+        compressed = self.mlp(self.norm(tokens) if self.apply_norm else tokens)
         if self.fused:
-            return self.fused_resample(self.mlp(self.norm(tokens)), self.resample, self.no_bias)
-        return ops.matmul(self.resample, self.mlp(self.norm(tokens)))
+            return self.fused_resample(compressed, self.resample, self.no_bias)
+        return ops.matmul(self.resample, compressed)
 
 
 class ChannelMix(UsesKernels, nn.Cell):
@@ -60,11 +65,11 @@ class RelationReuse(UsesKernels, nn.Cell):
     """
 
     def __init__(self, in_channels: int, out_channels: int, src_grid: int, dst_grid: int,
-                 expansion: int = 3, kernels: KernelChoice = STOCK):
+                 expansion: int = 3, kernels: KernelChoice = STOCK, approximate_gelu: bool = False):
         super().__init__()
         self.kernels = kernels
         self.fc1 = ChannelMix(in_channels, out_channels * expansion, kernels)
-        self.act = GELU(kernels)
+        self.act = GELU(kernels, approximate_gelu)
         self.fc2 = ChannelMix(out_channels * expansion, out_channels, kernels)
         resample = token_resample_matrix(src_grid, dst_grid, class_token_weight=1.0)
         self.resample_t = Tensor(np.ascontiguousarray(resample.T))

@@ -71,6 +71,10 @@ class StageSpec:
     relations_from: Optional[int] = None  # earlier stage whose attention logits this stage reuses
     reuse_feature_dim: int = 48
     reuse_hidden_dim: int = 128
+    # numerics: the official PyTorch code's by default; the official MindSpore DVT's differ
+    gelu: str = "erf"  # "erf" (exact) or "tanh" (MindSpore's nn.GELU default)
+    feature_reuse_norm: bool = True  # False: the reuse MLP reads the tokens unnormalized
+    detach_reused_tokens: bool = False  # True: no gradient flows into the reused tokens
 
     @property
     def keep_rates(self) -> Tuple[float, ...]:
@@ -137,6 +141,8 @@ class CascadeSpec:
             raise ValueError(f"{where}.{name}: {exc}") from None
         for key in ("embed_dim", "depth", "num_heads", "token_dim", "reuse_feature_dim", "reuse_hidden_dim"):
             _positive_int(f"{where}.{key}", getattr(stage, key))
+        if stage.gelu not in ("erf", "tanh"):
+            raise ValueError(f"{where}.gelu must be 'erf' or 'tanh', got {stage.gelu!r}")
         if stage.embed_dim % stage.num_heads:
             raise ValueError(f"{where}.embed_dim ({stage.embed_dim}) must be divisible by num_heads "
                              f"({stage.num_heads})")

@@ -30,6 +30,15 @@ DVT_DEIT_TOKENIZERS = (PatchTokenizer(32, crop=True), PatchTokenizer(23, padding
 DVT_T2T_TOKENIZERS = tuple(T2TTokenizer((first,) + T2T_TAIL)
                            for first in ((14, 8, 3), (11, 6, 5), (7, 4, 2)))
 
+# The official MindSpore DVT (Dynamic-Vision-Transformer-MindSpore): two exits, 7x7 then 14x14, DeiT-S
+# sizes and 1001 classes, with MindSpore's numerics (LayerNorm eps 1e-7, tanh GELU), a feature-reuse MLP
+# that reads the tokens unnormalized (its LayerNorm is computed and dropped), and no gradient into them.
+_MINDSPORE_DVT = dict(qkv_bias=True, norm_eps=1e-7, sinusoid_pos_embed=False, gelu="tanh",
+                      feature_reuse_norm=False, detach_reused_tokens=True)
+MINDSPORE_DVT_TOKENIZERS = (PatchTokenizer(32, crop=True), PatchTokenizer(16, crop=True))
+#: Exit GFLOPs the official MindSpore inference reports (DeiT-S at patch 32 and 16, reuse modules not counted).
+MINDSPORE_DVT_OFFICIAL_GFLOPS = (1.145, 5.753)
+
 _DVT_DEFAULTS = dict(feature_reuse=True, relation_reuse=True, reuse_feature_dim=48, reuse_hidden_dim=128)
 _EVIT_DEFAULTS = dict(keep_rate=0.7, drop_loc=(3, 6, 9), fuse_token=True)
 _EVIT_OVERRIDES = frozenset(_EVIT_DEFAULTS)
@@ -123,5 +132,7 @@ for _depth in T2T_ARCHS:
     _register_dvt(f"dvt_t2t_vit_{_depth}", T2T_ARCHS[_depth], _T2T, DVT_T2T_TOKENIZERS,
                   frozenset({"token_dim"}))
 _register_dvt("dvt_deit_small", DEIT_ARCHS["small"], _DEIT, DVT_DEIT_TOKENIZERS)
+_register_dvt("dvt_mindspore_deit_small", {**DEIT_ARCHS["small"], "num_classes": 1001}, _MINDSPORE_DVT,
+              MINDSPORE_DVT_TOKENIZERS)
 # DVT x EViT: the DeiT-S cascade whose last (14x14) stage prunes at blocks 3, 6 and 9 with token fusion.
 _register_dvt("dvt_evit_deit_small", DEIT_ARCHS["small"], _DEIT, DVT_DEIT_TOKENIZERS, last_stage_evit=True)

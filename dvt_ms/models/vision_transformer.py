@@ -43,6 +43,8 @@ class VisionTransformer(nn.Cell):
         self.keep_rate = stage.keep_rates
         self.grid_size = spec.grid_size(index)
         self.gives_relations = spec.gives_relations(index)
+        self.detach_reused_tokens = stage.detach_reused_tokens
+        tanh = stage.gelu == "tanh"
 
         self.tokenizer = stage.tokenizer.build(spec.image_size, stage.embed_dim, stage.token_dim, kernels)
         num_tokens = spec.num_tokens(index)
@@ -65,19 +67,20 @@ class VisionTransformer(nn.Cell):
             if features_from is not None:
                 feature_reuse = FeatureReuse(spec.stages[features_from].embed_dim, stage.reuse_hidden_dim,
                                              stage.reuse_feature_dim, spec.grid_size(features_from),
-                                             self.grid_size, stage.norm_eps, kernels=kernels)
+                                             self.grid_size, stage.norm_eps, kernels=kernels,
+                                             approximate_gelu=tanh, apply_norm=stage.feature_reuse_norm)
             blocks.append(Block(embed_dim, stage.num_heads, stage.mlp_ratio, qkv_bias=stage.qkv_bias,
                                 qk_scale=stage.qk_scale, norm_eps=stage.norm_eps, drop_path=float(drop_rates[i]),
                                 feature_reuse=feature_reuse,
                                 feature_reuse_dim=stage.reuse_feature_dim if feature_reuse else 0,
                                 keep_rate=stage.keep_rates[i], fuse_token=stage.fuse_token,
-                                follow_tokens=follow, kernels=kernels))
+                                follow_tokens=follow, approximate_gelu=tanh, kernels=kernels))
         self.blocks = nn.CellList(blocks)
         self.relation_reuse = None
         if relations_from is not None:
             self.relation_reuse = RelationReuse(spec.stages[relations_from].relation_channels,
                                                 stage.relation_channels, spec.grid_size(relations_from),
-                                                self.grid_size, kernels=kernels)
+                                                self.grid_size, kernels=kernels, approximate_gelu=tanh)
         self.norm = LayerNorm((embed_dim,), epsilon=stage.norm_eps, kernels=kernels)
         self.head = Linear(embed_dim, spec.num_classes, kernels=kernels) if spec.num_classes > 0 else nn.Identity()
         self._init_weights()
@@ -96,6 +99,8 @@ class VisionTransformer(nn.Cell):
 
         The logits ``[B, depth * heads, N, N]`` are stacked only if a later stage reuses them.
         """
+        if reused_tokens is not None and self.detach_reused_tokens:
+            reused_tokens = ops.stop_gradient(reused_tokens)
         tokens = self.tokenizer(x)
         cls = ops.broadcast_to(self.cls_token, (tokens.shape[0], 1, self.embed_dim))
         x = ops.concat((cls, tokens), axis=1) + self.pos_embed
