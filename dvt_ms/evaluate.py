@@ -45,18 +45,6 @@ class Predictions:
 # --------------------------------------------------------------------------------------------------
 # the model
 # --------------------------------------------------------------------------------------------------
-def _normalize(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _normalize(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_normalize(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _normalize(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 _ARCH_ATTRIBUTES = ("image_size", "num_classes", "embed_dim", "depth", "num_heads", "keep_rate",
                     "fuse_token", "scale", "grid_size")
 
@@ -81,6 +69,7 @@ def check_checkpoint_model(metadata: Mapping[str, Any], model: str, overrides: M
     compared with ``net``; differences that only spell out defaults are accepted. Official checkpoints
     record neither key and are not checked.
     """
+    from .model_config import normalize as _normalize
     from .models import create_model
 
     stored_model = metadata.get("model")
@@ -111,17 +100,18 @@ def check_checkpoint_model(metadata: Mapping[str, Any], model: str, overrides: M
                      "set model_overrides to match")
 
 
-def build_model(model: str, overrides: Mapping[str, Any],
-                checkpoint: Union[str, Path]) -> Tuple[Any, Dict[str, Any]]:
-    """Create ``model`` with ``overrides``, load ``checkpoint`` strictly; return ``(net, metadata)``."""
-    from .checkpoint import load_checkpoint
-    from .models import create_model
+def build_model(model: Optional[str], overrides: Mapping[str, Any], checkpoint: Union[str, Path],
+                sources: Optional[Mapping[str, str]] = None) -> Tuple[Any, Dict[str, Any]]:
+    """Build the model of ``checkpoint`` and load it strictly; return ``(net, metadata)``.
 
-    net = create_model(model, **dict(overrides))
-    metadata = load_checkpoint(net, checkpoint)
-    check_checkpoint_model(metadata, model, overrides, checkpoint, net)
-    net.set_train(False)
-    return net, metadata
+    A ``.ckpt`` of this project names its model and overrides, which are used (``model`` may be ``None``);
+    ``model``/``overrides`` that contradict them are an error naming both values
+    (:func:`dvt_ms.model_config.load_model`). ``metadata["model"]``/``["model_overrides"]`` hold what was built.
+    """
+    from .model_config import load_model
+
+    loaded = load_model({"model": model, "model_overrides": dict(overrides)}, checkpoint, sources)
+    return loaded.net, loaded.metadata
 
 
 def _stages(net) -> list:

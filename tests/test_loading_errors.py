@@ -9,6 +9,7 @@ import pytest
 from dvt_ms import create_model, load_checkpoint
 from dvt_ms.checkpoint import CheckpointError, CheckpointMismatchError, UnsafeCheckpointError
 from tests.conftest import ROOT
+from tests.script_loader import script_env
 
 TINY = dict(embed_dim=64, depth=2, num_heads=2, mlp_ratio=2.0, num_classes=10)
 CONVERT = [sys.executable, str(ROOT / "scripts" / "convert_checkpoint.py")]
@@ -97,7 +98,8 @@ def test_missing_file_and_unknown_layout(tmp_path):
 
 
 def _convert(*args):
-    return subprocess.run(CONVERT + [str(a) for a in args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(CONVERT + [str(a) for a in args], capture_output=True, text=True, timeout=300,
+                          env=script_env())
 
 
 def test_converter_reports_bad_file_without_traceback(tmp_path):

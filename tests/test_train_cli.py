@@ -14,7 +14,7 @@ from PIL import Image
 from dvt_ms.config import ConfigError
 from dvt_ms.data.dataset import DatasetError
 
-from .script_loader import load_script
+from .script_loader import load_script, script_env
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "train.py"
@@ -119,7 +119,7 @@ def test_data_dir_is_required(tmp_path):
 
 def test_cli_reports_errors_in_one_line(tmp_path, data_dir):
     result = subprocess.run([sys.executable, str(SCRIPT)] + base_args(data_dir, tmp_path / "out", epochs="-1"),
-                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120, env=script_env())
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == "error: --epochs: must be > 0, got -1"
     assert not (tmp_path / "out").exists()  # nothing was started

@@ -1,7 +1,7 @@
 """Model registry: ``create_model(name, **overrides)`` and ``list_models()``."""
 import fnmatch
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, FrozenSet, List, Optional
+from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional
 
 from mindspore import nn
 
@@ -11,6 +11,7 @@ class _Entry:
     builder: Callable[..., nn.Cell]
     overrides: FrozenSet[str]
     family: str
+    defaults: Mapping[str, Any]
 
 
 _REGISTRY: Dict[str, _Entry] = {}
@@ -21,13 +22,16 @@ COMMON_OVERRIDES = frozenset({
 })
 
 
-def register_model(name: str, family: str, extra_overrides: FrozenSet[str] = frozenset()):
-    """Register ``builder(**overrides) -> nn.Cell`` under ``name``."""
+def register_model(name: str, family: str, extra_overrides: FrozenSet[str] = frozenset(),
+                   defaults: Optional[Mapping[str, Any]] = None):
+    """Register ``builder(**overrides) -> nn.Cell`` under ``name``; ``defaults`` are the architecture values
+    it uses when not overridden (reported by :func:`model_defaults`)."""
 
     def decorator(builder: Callable[..., nn.Cell]) -> Callable[..., nn.Cell]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = _Entry(builder, COMMON_OVERRIDES | frozenset(extra_overrides), family)
+        _REGISTRY[name] = _Entry(builder, COMMON_OVERRIDES | frozenset(extra_overrides), family,
+                                 dict(defaults or {}))
         return builder
 
     return decorator
@@ -47,6 +51,11 @@ def model_family(name: str) -> str:
 def model_overrides(name: str) -> FrozenSet[str]:
     """Override keys that ``create_model(name, ...)`` accepts."""
     return _entry(name).overrides
+
+
+def model_defaults(name: str) -> Dict[str, Any]:
+    """The registered architecture values of a model (what its overrides change), without building it."""
+    return dict(_entry(name).defaults)
 
 
 def _entry(name: str) -> _Entry:

@@ -41,19 +41,24 @@ def _resolve(arch: Dict[str, Any], family_defaults: Dict[str, Any], overrides: D
     return cfg
 
 
+def _defaults(arch: Dict[str, Any], family_defaults: Dict[str, Any]) -> Dict[str, Any]:
+    return {**_TRAINING_DEFAULTS, **family_defaults, **arch}
+
+
 def _vit(fixed: Dict[str, Any], cfg: Dict[str, Any], **extra: Any) -> VisionTransformer:
     return VisionTransformer(**fixed, **cfg, **extra)
 
 
 def _register_deit(size: str) -> None:
-    @register_model(f"deit_{size}", family="deit")
+    @register_model(f"deit_{size}", family="deit", defaults=_defaults(DEIT_ARCHS[size], {}))
     def build(**overrides: Any) -> nn.Cell:
         return _vit(_DEIT, _resolve(DEIT_ARCHS[size], {}, overrides), tokenizer=PatchTokenizer(16))
 
 
 def _register_evit(size: str) -> None:
     @register_model(f"evit_deit_{size}", family="evit",
-                    extra_overrides=frozenset({"keep_rate", "drop_loc", "fuse_token"}))
+                    extra_overrides=frozenset({"keep_rate", "drop_loc", "fuse_token"}),
+                    defaults=_defaults(DEIT_ARCHS[size], _EVIT_DEFAULTS))
     def build(**overrides: Any) -> nn.Cell:
         cfg = _resolve(DEIT_ARCHS[size], _EVIT_DEFAULTS, overrides)
         cfg["keep_rate"] = expand_keep_rate(cfg["keep_rate"], cfg["depth"], cfg.pop("drop_loc"))
@@ -61,7 +66,8 @@ def _register_evit(size: str) -> None:
 
 
 def _register_t2t(depth: str) -> None:
-    @register_model(f"t2t_vit_{depth}", family="t2t", extra_overrides=frozenset({"token_dim"}))
+    @register_model(f"t2t_vit_{depth}", family="t2t", extra_overrides=frozenset({"token_dim"}),
+                    defaults=_defaults(T2T_ARCHS[depth], {}))
     def build(**overrides: Any) -> nn.Cell:
         return _vit(_T2T, _resolve(T2T_ARCHS[depth], {}, overrides), tokenizer=T2TTokenizer())
 
@@ -71,7 +77,8 @@ _DVT_OVERRIDES = frozenset(_DVT_DEFAULTS)
 
 def _register_dvt(name: str, arch: Dict[str, Any], fixed: Dict[str, Any], tokenizers: tuple,
                   family_overrides: frozenset = frozenset()) -> None:
-    @register_model(name, family="dvt", extra_overrides=_DVT_OVERRIDES | family_overrides)
+    @register_model(name, family="dvt", extra_overrides=_DVT_OVERRIDES | family_overrides,
+                    defaults=_defaults(arch, _DVT_DEFAULTS))
     def build(**overrides: Any) -> nn.Cell:
         cfg = _resolve(arch, _DVT_DEFAULTS, overrides)
         return DynamicVisionTransformer(tokenizers, **fixed, **cfg)
