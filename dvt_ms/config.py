@@ -268,7 +268,7 @@ def validate_config(schema: Schema, values: Mapping[str, Any],
     Raises :class:`ConfigError` naming the key and its source for an unknown key, a missing required
     key, a wrong type or an impossible value. Returns the validated values.
     """
-    sources = dict(sources or {})
+    sources = sources if isinstance(sources, dict) else dict(sources or {})  # checks may record sources
     unknown = [k for k in values if k not in schema]
     if unknown:
         raise ConfigError(f"unknown config key(s) {', '.join(map(repr, unknown))}")
@@ -646,6 +646,10 @@ def _reconcile_num_classes(values: Dict[str, Any], sources: Dict[str, str]) -> N
         if top_rank < nested_rank:
             top = nested
     value = nested if top is None else top
+    if value != nested:
+        sources["model_overrides.num_classes"] = sources.get("num_classes", DEFAULT)
+    elif value != values["num_classes"]:
+        sources["num_classes"] = sources.get("model_overrides.num_classes", sources.get("model_overrides", DEFAULT))
     values["num_classes"] = value
     values["model_overrides"] = {**overrides, "num_classes": value}
 
