@@ -114,6 +114,8 @@ def export_cascade(model: DynamicVisionTransformer, output_dir: Union[str, os.Pa
     image_size = int(model.stages[0].image_size)
     if data_config is None:
         data_config = DataConfig(input_size=image_size, num_classes=int(model.stages[0].num_classes))
+    if data_config.input_size != image_size:
+        raise ValueError(f"the data config is for {data_config.input_size}-pixel images, the model takes {image_size}")
     manifest = {
         "format": fmt,
         "version": MANIFEST_VERSION,

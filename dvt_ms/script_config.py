@@ -47,7 +47,7 @@ def output_suffix(*suffixes: str):
         path = values.get("output")
         if path is not None and Path(path).suffix.lower() not in suffixes:
             where = "--output" if sources.get("output") == "command line" else f"{sources.get('output')}: output"
-            raise ConfigError(f"{where} {path}: the file name must end in {' or '.join(suffixes)}")
+            raise ConfigError(f"{where} {path}: the output must end in {' or '.join(suffixes)}")
 
     return check
 

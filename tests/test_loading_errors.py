@@ -130,6 +130,6 @@ def test_converter_never_overwrites(tmp_path, reference_dir):
 
 def test_converter_names_unknown_override(tmp_path, reference_dir):
     result = _convert(reference_dir / "dvt_deit_tiny.pth.tar", tmp_path / "o.ckpt", "--model",
-                      "dvt_deit_small", "--set", "embed_dimm=64")
-    assert result.returncode == 2 and "embed_dimm" in result.stderr
+                      "dvt_deit_small", "--model_overrides.embed_dimm", "64")
+    assert result.returncode == 2 and "'embed_dimm' (did you mean 'embed_dim'?)" in result.stderr
     assert "Traceback" not in result.stderr
