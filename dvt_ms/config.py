@@ -20,15 +20,26 @@ ignored; it is listed in ``config.ignored``. New sections (training) are added t
 here, so every script knows every key a config file may hold.
 
 Value types are ``int``, ``float`` (an int is accepted), ``str``, ``bool``, ``dict`` and ``list``. On
-the command line, ``bool`` flags take ``true/false/yes/no/1/0`` or nothing (meaning true), ``dict`` and
-``list`` values are YAML (``--model_overrides '{num_classes: 10}'``, which replaces the file's mapping),
-and options declared ``nullable`` accept ``null``.
+the command line, ``bool`` flags take ``true/false/yes/no/1/0`` or nothing (meaning true); ``list`` flags
+take one YAML list (``--crop_scale '[0.8, 1.0]'``) or several values (``--batch_sizes 1 8``); options
+declared ``nullable`` accept ``null``; a few options are positional (the images of ``infer.py``).
+
+Mappings (``model_overrides``) are never replaced whole by a later source: one key is set with
+``--model_overrides.num_classes 10`` (or ``model_overrides.num_classes: 10`` in a file), and a mapping
+given as ``--model_overrides '{num_classes: 10}'`` is merged into the file's key by key.
+
+``num_classes`` is also ``model_overrides.num_classes``: the one from the higher-precedence source wins
+(a command-line ``--num_classes`` beats the file's ``model_overrides.num_classes``), both hold the result,
+and two different values from the same source are an error.
+
+A flag that no section declares is refused with a close match suggested, as is a file key.
 """
 import argparse
 import difflib
 import logging
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
@@ -40,13 +51,15 @@ from .utils.atomic import atomic_path
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "ConfigError", "Option", "Schema", "Config", "COMMON", "EVAL", "TRAIN", "FILE_SECTIONS",
-    "build_parser", "load_config_file", "validate_config", "resolve_config", "save_config",
+    "ConfigError", "Option", "Schema", "Config", "COMMON", "EVAL", "TRAIN", "FILE_SECTIONS", "CHECKPOINT", "OUTPUT",
+    "build_parser", "load_config_file", "validate_config", "resolve_config", "save_config", "all_file_sections",
+    "require_model",
 ]
 
 PathLike = Union[str, os.PathLike]
 COMMAND_LINE = "command line"
 DEFAULT = "default"
+CODE = "code"
 _TYPES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
           dict: "a mapping", list: "a list"}
 _TRUE = {"true", "yes", "on", "1"}
@@ -64,6 +77,7 @@ class Option:
 
     ``validator(value)`` may raise ``ValueError``/``TypeError`` with the reason a value is impossible.
     ``required`` keys have no usable default; ``nullable`` keys also accept ``None`` (YAML ``null``).
+    ``positional`` keys are given without a flag on the command line (a ``list`` takes all the rest).
     """
 
     name: str
@@ -74,6 +88,7 @@ class Option:
     validator: Optional[Callable[[Any], None]] = None
     required: bool = False
     nullable: bool = False
+    positional: bool = False
 
     def __post_init__(self) -> None:
         if self.type not in _TYPES:
@@ -102,6 +117,8 @@ class Schema:
         self._options = {}
         for _, options in self._sections:
             for option in options:
+                if self._options.get(option.name) is option:
+                    continue  # one shared option used by two sections
                 if option.name in self._options or option.name == "config":
                     raise ValueError(f"config key {option.name!r} is declared twice")
                 self._options[option.name] = option
@@ -176,7 +193,7 @@ class Config(Mapping):
     def replace(self, **changes: Any) -> "Config":
         """A copy with ``changes`` applied and validated again (source: ``code``)."""
         values = {**self._values, **changes}
-        sources = {**self.sources, **{k: "code" for k in changes}}
+        sources = {**self.sources, **{k: CODE for k in changes}}
         return Config(validate_config(self.schema, values, sources), sources, self.schema,
                       self.config_file, self.ignored)
 
@@ -203,7 +220,7 @@ def _where(name: str, sources: Mapping[str, str]) -> str:
     source = sources.get(name, DEFAULT)
     if source == COMMAND_LINE:
         return f"--{name}"
-    if source in (DEFAULT, "code"):
+    if source in (DEFAULT, CODE):
         return f"{name} ({source})"
     return f"{source}: {name}"
 
@@ -251,7 +268,7 @@ def validate_config(schema: Schema, values: Mapping[str, Any],
     Raises :class:`ConfigError` naming the key and its source for an unknown key, a missing required
     key, a wrong type or an impossible value. Returns the validated values.
     """
-    sources = dict(sources or {})
+    sources = sources if isinstance(sources, dict) else dict(sources or {})  # checks may record sources
     unknown = [k for k in values if k not in schema]
     if unknown:
         raise ConfigError(f"unknown config key(s) {', '.join(map(repr, unknown))}")
@@ -300,8 +317,8 @@ def load_config_file(path: PathLike) -> Dict[str, Any]:
     return data
 
 
-def _parse_flag(option: Option, text: str) -> Any:
-    """Turn the text of ``--name text`` into a value of the option's type (checked later)."""
+def _parse_text(option: Option, text: str) -> Any:
+    """Turn one command-line text into a value of the option's type (checked later)."""
     lowered = text.strip().lower()
     if option.nullable and lowered in _NULL:
         return None
@@ -323,18 +340,40 @@ def _parse_flag(option: Option, text: str) -> Any:
             return float(text)
         except ValueError:
             raise ValueError(f"expected a number, got {text!r}") from None
+    return _yaml_value(text)
+
+
+def _yaml_value(text: str) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ValueError(f"cannot parse {text!r} as YAML ({getattr(exc, 'problem', exc)})") from None
 
 
+def _parse_flag(option: Option, text: Union[str, List[str]]) -> Any:
+    """The value of ``--name text`` (or of several texts, for a list option)."""
+    if option.type is not list:
+        return _parse_text(option, text)
+    texts = [text] if isinstance(text, str) else list(text)
+    if option.positional:
+        return texts  # file paths, taken as given
+    if len(texts) == 1:
+        if option.nullable and texts[0].strip().lower() in _NULL:
+            return None
+        value = _yaml_value(texts[0])
+        return value if isinstance(value, list) else [value]
+    return [_yaml_value(t) for t in texts]
+
+
 def _help(option: Option) -> str:
     parts = [option.help] if option.help else []
     if option.choices is not None:
         parts.append(f"one of {', '.join(map(str, option.choices))}")
+    if option.type is dict:
+        parts.append(f"set one key with --{option.name}.KEY VALUE; a mapping given here is merged into the "
+                     "config file's, key by key")
     parts.append("required" if option.required else f"default: {option.default!r}")
-    return "; ".join(parts)
+    return "; ".join(parts).replace("%", "%%")
 
 
 def build_parser(schema: Schema, description: Optional[str] = None,
@@ -342,9 +381,10 @@ def build_parser(schema: Schema, description: Optional[str] = None,
     """An argparse parser with ``--config`` and one ``--key`` flag per option, grouped by section.
 
     Flags default to ``argparse.SUPPRESS`` so that only the flags actually given override the file.
+    Abbreviated flags are not accepted (``--crop`` is refused, not read as ``--crop_pct``).
     """
     if parser is None:
-        parser = argparse.ArgumentParser(description=description,
+        parser = argparse.ArgumentParser(description=description, allow_abbrev=False,
                                          formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", metavar="FILE.yaml",
                         help="YAML file of key: value pairs (any key below); flags override it")
@@ -353,11 +393,20 @@ def build_parser(schema: Schema, description: Optional[str] = None,
             continue
         group = parser.add_argument_group(title)
         for option in options:
-            kwargs = dict(dest=option.name, default=argparse.SUPPRESS, help=_help(option))
+            if any(a.dest == option.name for a in parser._actions):
+                continue  # a shared option already added by an earlier section
+            kwargs = dict(default=argparse.SUPPRESS, help=_help(option))
+            if option.positional:
+                group.add_argument(option.name, nargs="*" if option.type is list else "?",
+                                   metavar=option.name.upper(), **kwargs)
+                continue
+            kwargs["dest"] = option.name
             if option.type is bool:
                 kwargs.update(nargs="?", const="true", metavar="BOOL")
             else:
                 kwargs["metavar"] = option.name.upper()
+                if option.type is list:
+                    kwargs["nargs"] = "+"
             group.add_argument(f"--{option.name}", **kwargs)
     return parser
 
@@ -367,15 +416,106 @@ def _suggest(name: str, known: Sequence[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def all_file_sections() -> Tuple[Schema, ...]:
+    """Every section a config file may use: the core ones here plus the scripts' (dvt_ms.script_config)."""
+    from .script_config import SCRIPT_SECTIONS
+
+    return FILE_SECTIONS + SCRIPT_SECTIONS
+
+
+_RANK = {DEFAULT: 0, COMMAND_LINE: 2, CODE: 3}
+
+
+def _rank(source: str) -> int:
+    """Precedence of a source: default < config file < command line < code (``Config.replace``)."""
+    return _RANK.get(source, 1)
+
+
+def _split_nested(schema: Schema, argv: Sequence[str]) -> Tuple[List[str], List[Tuple[str, str, str]]]:
+    """Take the ``--mapping.key value`` / ``--mapping.key=value`` flags out of ``argv``."""
+    rest: List[str] = []
+    nested: List[Tuple[str, str, str]] = []
+    mappings = sorted(o.name for o in schema if o.type is dict)
+    tokens = list(argv)
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        name, eq, text = token[2:].partition("=")
+        if token.startswith("--") and "." in name:
+            head, _, key = name.partition(".")
+            if head not in mappings:
+                raise ConfigError(f"--{name}: {head!r} is not a mapping key{_suggest(head, mappings)}; "
+                                  f"mapping keys: {', '.join(mappings) or 'none'}")
+            if not key.isidentifier():
+                raise ConfigError(f"--{name}: {key!r} is not a valid key of {head}")
+            if not eq:
+                if i + 1 >= len(tokens):
+                    raise ConfigError(f"--{name}: expected a value")
+                text = tokens[i + 1]
+                i += 1
+            nested.append((head, key, text))
+        else:
+            rest.append(token)
+        i += 1
+    return rest, nested
+
+
+def _refuse_unknown(unknown: Sequence[str], schema: Schema) -> None:
+    flags = [t for t in unknown if t.startswith("-")]
+    if not flags:
+        raise ConfigError(f"unexpected argument(s) {' '.join(unknown)}")
+    known = ["config"] + [o.name for o in schema if not o.positional]
+    hints = "; ".join(f"{f.split('=')[0]}{_suggest(f.lstrip('-').split('=')[0], known)}" for f in flags)
+    raise ConfigError(f"unknown flag(s) {hints} (see --help)")
+
+
+def _set_nested(values: Dict[str, Any], sources: Dict[str, str], head: str, key: str, value: Any,
+                source: str) -> None:
+    current = values.get(head)
+    if not isinstance(current, Mapping):
+        current = {}
+    values[head] = {**current, key: value}
+    sources[f"{head}.{key}"] = source
+    if _rank(source) >= _rank(sources.get(head, DEFAULT)):
+        sources[head] = source
+
+
+def _merge(values: Dict[str, Any], sources: Dict[str, str], key: str, value: Any, source: str,
+           schema: Schema) -> None:
+    """Put one file or command-line value in: a mapping onto a mapping key by key, else replacing."""
+    if "." in key and key.partition(".")[0] in schema and schema[key.partition(".")[0]].type is dict:
+        head, _, sub = key.partition(".")
+        _set_nested(values, sources, head, sub, value, source)
+        return
+    option = schema[key]
+    if option.type is dict and isinstance(value, Mapping) and isinstance(values.get(key), Mapping):
+        kept = sorted(set(values[key]) - set(value))
+        if kept:
+            logger.debug("%s: merged into %s's mapping (kept %s)", _where(key, {key: source}),
+                         sources.get(key, DEFAULT), ", ".join(kept))
+        for sub, sub_value in value.items():
+            _set_nested(values, sources, key, str(sub), sub_value, source)
+        return
+    values[key] = value
+    sources[key] = source
+    if option.type is dict and isinstance(value, Mapping):
+        for sub in value:
+            sources[f"{key}.{sub}"] = source
+
+
 def resolve_config(schema: Schema, argv: Optional[Sequence[str]] = None, description: Optional[str] = None,
                    file_sections: Optional[Sequence[Schema]] = None) -> Config:
-    """Parse ``argv`` (``--config FILE`` and ``--key value`` flags), merge and validate.
+    """Parse ``argv`` (``--config FILE``, ``--key value`` and ``--mapping.key value`` flags), merge, validate.
 
-    ``file_sections`` (default :data:`FILE_SECTIONS`) are the sections a config file may use; keys of
-    those that ``schema`` lacks are ignored. Raises :class:`ConfigError`; argparse exits on a bad flag.
+    ``file_sections`` (default :func:`all_file_sections`) are the sections a config file may use; keys of
+    those that ``schema`` lacks are ignored. Raises :class:`ConfigError`; argparse exits on ``--help``.
     """
     parser = build_parser(schema, description)
-    args = vars(parser.parse_args(argv))
+    argv, nested = _split_nested(schema, list(sys.argv[1:] if argv is None else argv))
+    namespace, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _refuse_unknown(unknown, schema)
+    args = vars(namespace)
     config_file = args.pop("config", None)
     values: Dict[str, Any] = {}
     sources: Dict[str, str] = {}
@@ -383,26 +523,32 @@ def resolve_config(schema: Schema, argv: Optional[Sequence[str]] = None, descrip
     if config_file is not None:
         data = load_config_file(config_file)
         allowed = set(schema.names)
-        for section in (FILE_SECTIONS if file_sections is None else file_sections):
+        for section in (all_file_sections() if file_sections is None else file_sections):
             allowed.update(section.names)
-        unknown = [k for k in data if k not in allowed]
-        if unknown:
-            hints = "; ".join(f"{k!r}{_suggest(k, sorted(allowed))}" for k in unknown)
+        mappings = {o.name for o in schema if o.type is dict}
+        unknown_keys = [k for k in data if k not in allowed and k.partition(".")[0] not in mappings]
+        if unknown_keys:
+            hints = "; ".join(f"{k!r}{_suggest(k, sorted(allowed))}" for k in unknown_keys)
             raise ConfigError(f"{config_file}: unknown key(s) {hints}")
         for key, value in data.items():
-            if key in schema:
-                values[key] = value
-                sources[key] = str(config_file)
+            if key in schema or key.partition(".")[0] in mappings:
+                _merge(values, sources, key, value, str(config_file), schema)
             else:
                 ignored[key] = value
         if ignored:
             logger.debug("%s: keys not used by this script: %s", config_file, ", ".join(ignored))
     for key, text in args.items():
         try:
-            values[key] = _parse_flag(schema[key], text)
+            value = _parse_flag(schema[key], text)
         except ValueError as exc:
             raise ConfigError(f"--{key}: {exc}") from None
-        sources[key] = COMMAND_LINE
+        _merge(values, sources, key, value, COMMAND_LINE, schema)
+    for head, key, text in nested:
+        try:
+            value = _yaml_value(text)
+        except ValueError as exc:
+            raise ConfigError(f"--{head}.{key}: {exc}") from None
+        _set_nested(values, sources, head, key, value, COMMAND_LINE)
     resolved = validate_config(schema, values, sources)
     return Config(resolved, sources, schema, None if config_file is None else str(config_file), ignored)
 
@@ -463,9 +609,12 @@ def _plot_suffix(path: Optional[str]) -> None:
 
 
 def _check_model_overrides(values: Dict[str, Any], sources: Dict[str, str]) -> None:
-    """``model_overrides`` keys must be accepted by ``model``."""
+    """``model_overrides`` keys must be accepted by ``model`` (checked against a checkpoint's model later
+    when no model is named)."""
     from .models import model_overrides
 
+    if values["model"] is None:
+        return
     accepted = model_overrides(values["model"])
     unknown = sorted(set(values["model_overrides"]) - accepted)
     if unknown:
@@ -480,25 +629,88 @@ def _check_model_overrides(values: Dict[str, Any], sources: Dict[str, str]) -> N
         raise ConfigError(f"{_where('model_overrides', sources)}: {exc}") from None
 
 
+def _reconcile_num_classes(values: Dict[str, Any], sources: Dict[str, str]) -> None:
+    """``num_classes`` and ``model_overrides.num_classes`` are one value: the higher-precedence source
+    wins and both keys get the result (``values`` is updated in place)."""
+    top, overrides = values["num_classes"], values["model_overrides"]
+    nested = overrides.get("num_classes")
+    if top is None and nested is None:
+        return
+    if nested is not None and (isinstance(nested, bool) or not isinstance(nested, int) or nested < 1):
+        raise ConfigError(f"{_where('model_overrides.num_classes', sources)}: must be a positive integer, "
+                          f"got {nested!r}")
+    if top is not None and nested is not None and top != nested:
+        top_rank = _rank(sources.get("num_classes", DEFAULT))
+        nested_rank = _rank(sources.get("model_overrides.num_classes", sources.get("model_overrides", DEFAULT)))
+        if top_rank == nested_rank:
+            raise ConfigError(f"{_where('num_classes', sources)} is {top} but "
+                              f"{_where('model_overrides.num_classes', sources)} is {nested}; give the number of "
+                              "classes once")
+        loser, winner = ("model_overrides.num_classes", "num_classes") if top_rank > nested_rank else \
+            ("num_classes", "model_overrides.num_classes")
+        logger.info("%s replaces %s", _where(winner, sources), _where(loser, sources))
+        if top_rank < nested_rank:
+            top = nested
+    value = nested if top is None else top
+    if value != nested:
+        sources["model_overrides.num_classes"] = sources.get("num_classes", DEFAULT)
+    elif value != values["num_classes"]:
+        sources["num_classes"] = sources.get("model_overrides.num_classes", sources.get("model_overrides", DEFAULT))
+    values["num_classes"] = value
+    values["model_overrides"] = {**overrides, "num_classes": value}
+
+
+def _rgb(value: Optional[list]) -> None:
+    if value is None:
+        return
+    numbers = _numbers(value, "mean/std values")
+    if len(numbers) != 3:
+        raise ValueError(f"must be three numbers (R, G, B) in [0, 1] units, got {value!r}")
+
+
+def require_model(values: Dict[str, Any], sources: Dict[str, str]) -> None:
+    """Cross-key check of the scripts that build a model from scratch: ``model`` must be given."""
+    if values["model"] is None:
+        raise ConfigError("missing required key 'model': set it in the config file or pass --model NAME "
+                          "(dvt_ms.list_models())")
+
+
+#: The checkpoint a script reads (eval, infer, export, visualize); one option shared by their sections.
+CHECKPOINT = Option("checkpoint", str, nullable=True, validator=non_empty,
+                    help="official .pth/.pth.tar or a .ckpt written by this project (which names its model, "
+                         "architecture and data config)")
+#: The results file of eval (.json), infer (.csv/.json) and visualize (.png).
+OUTPUT = Option("output", str, nullable=True, validator=non_empty,
+                help="results file: eval.py .json, infer.py .csv or .json, visualize.py .png")
+
+
 # --------------------------------------------------------------------------------------------------
 # the sections
 # --------------------------------------------------------------------------------------------------
 #: Model, data and runtime keys, shared by every script.
 COMMON = Schema("model, data and runtime", [
-    Option("model", str, required=True, validator=_registered_model,
-           help="registered model name (dvt_ms.list_models())"),
+    Option("model", str, nullable=True, validator=_registered_model,
+           help="registered model name (dvt_ms.list_models()); default: the one a .ckpt names"),
     Option("model_overrides", dict, default={},
            help="architecture overrides passed to create_model, e.g. {num_classes: 100, image_size: 224}"),
+    Option("num_classes", int, nullable=True, validator=positive,
+           help="number of classes: the same value as model_overrides.num_classes (the higher-precedence one "
+                "wins); default: the checkpoint's, else the model's 1000; must match the class folders"),
     Option("data_dir", str, nullable=True, validator=non_empty,
            help="ImageFolder root holding the split folders (DATA_DIR/val/<class>/<image>)"),
     Option("train_split", str, default="train", validator=non_empty, help="training split folder name"),
     Option("val_split", str, default="val", validator=non_empty, help="validation split folder name"),
     Option("batch_size", int, default=64, validator=positive, help="images per batch"),
     Option("num_parallel_workers", int, default=2, validator=positive, help="data pipeline workers"),
-    Option("crop_pct", float, default=0.875, validator=_crop_pct,
-           help="resize the shorter side to int(image_size / crop_pct), then center-crop image_size"),
-    Option("interpolation", str, default="bicubic", choices=("bicubic", "bilinear"),
-           help="resize interpolation"),
+    Option("crop_pct", float, nullable=True, validator=_crop_pct,
+           help="evaluation: resize the shorter side to int(image_size / crop_pct), then center-crop image_size; "
+                "null: the checkpoint's data config, else the model's (0.875)"),
+    Option("interpolation", str, nullable=True, choices=("bicubic", "bilinear"),
+           help="resize interpolation; null: the checkpoint's data config, else the model's (bicubic)"),
+    Option("mean", list, nullable=True, validator=_rgb,
+           help="normalization mean (R, G, B, in [0, 1] units); null: the checkpoint's, else the model's (ImageNet)"),
+    Option("std", list, nullable=True, validator=_rgb,
+           help="normalization std (R, G, B); null: the checkpoint's, else the model's (ImageNet)"),
     Option("device_target", str, default="CPU", choices=("CPU", "GPU", "Ascend"),
            help="device; falls back to CPU with a warning if absent"),
     Option("ms_mode", str, default="graph", choices=("graph", "pynative"), help="MindSpore execution mode"),
@@ -506,12 +718,11 @@ COMMON = Schema("model, data and runtime", [
            help="fused C++ kernels on CPU (dvt_ms.kernels): auto uses them if a C++ compiler is found"),
     Option("seed", int, default=0, validator=non_negative, help="random seed (e.g. the fit subset)"),
     Option("verbose", bool, default=False, help="debug logging"),
-], checks=[_check_model_overrides])
+], checks=[_check_model_overrides, _reconcile_num_classes])
 
 #: Evaluation keys (scripts/eval.py).
 EVAL = Schema("evaluation", [
-    Option("checkpoint", str, nullable=True, validator=non_empty,
-           help="official .pth/.pth.tar or converted .ckpt file"),
+    CHECKPOINT,
     Option("mode", str, default="anytime", choices=("anytime", "saved", "saved-thresholds", "fit"),
            help="anytime: per-exit accuracy; saved: print the results stored in the checkpoint; "
                 "saved-thresholds: the stored dynamic_threshold on val; fit: thresholds fitted on a "
@@ -520,7 +731,7 @@ EVAL = Schema("evaluation", [
            help="train images used to fit the thresholds (mode fit), drawn with --seed"),
     Option("budget_steps", int, default=59, validator=positive,
            help="budget steps p = 1..N of mode fit: 59 as the official PyTorch DVT, 39 as the official MindSpore DVT"),
-    Option("output", str, nullable=True, validator=non_empty, help="write the results to this JSON file"),
+    OUTPUT,
     Option("plot", str, nullable=True, validator=_plot_suffix,
            help="draw accuracy vs GMACs to this .png/.pdf/.svg (needs matplotlib)"),
 ])
@@ -599,11 +810,6 @@ def model_num_exits(model: str, overrides: Optional[Mapping[str, Any]] = None) -
 def _check_training(values: Dict[str, Any], sources: Dict[str, str]) -> None:
     """Cross-key checks of the training section."""
     overrides = values["model_overrides"]
-    if values["num_classes"] is not None and "num_classes" in overrides \
-            and overrides["num_classes"] != values["num_classes"]:
-        raise ConfigError(f"{_where('num_classes', sources)} is {values['num_classes']} but "
-                          f"{_where('model_overrides', sources)} sets num_classes: {overrides['num_classes']}; "
-                          "give the number of classes once")
     if "drop_path_rate" in overrides:
         raise ConfigError(f"{_where('model_overrides', sources)}: set the training drop path rate with the "
                           "drop_path key, not model_overrides.drop_path_rate")
@@ -639,9 +845,6 @@ TRAIN = Schema("training", [
     Option("pretrained", str, nullable=True, validator=_existing_file,
            help="initial weights: official .pth/.pth.tar or a .ckpt; classifier heads whose number of "
                 "classes differs are re-initialized (with a warning)"),
-    Option("num_classes", int, nullable=True, validator=positive,
-           help="classes to train (default: model_overrides.num_classes, else the model's 1000); must "
-                "match the class folders"),
     Option("epochs", int, default=300, validator=positive, help="epochs of the cosine schedule"),
     Option("cooldown_epochs", int, default=10, validator=non_negative,
            help="extra epochs at min_lr after the cosine (total run: epochs + cooldown_epochs)"),
@@ -710,7 +913,7 @@ TRAIN = Schema("training", [
     Option("loss_scale", str, default="auto", choices=("auto", "dynamic", "static", "none"),
            help="auto: dynamic for float16 levels, none for O0; static uses loss_scale_value"),
     Option("loss_scale_value", float, default=65536.0, validator=positive, help="static loss scale"),
-], checks=[_check_training])
+], checks=[require_model, _check_training])
 
 #: Sections whose keys a config file may hold.
 FILE_SECTIONS: Tuple[Schema, ...] = (COMMON, EVAL, TRAIN)

@@ -45,16 +45,6 @@ class Predictions:
 # --------------------------------------------------------------------------------------------------
 # the model
 # --------------------------------------------------------------------------------------------------
-def _normalize(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _normalize(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_normalize(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _normalize(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def check_checkpoint_model(metadata: Mapping[str, Any], model: str, overrides: Mapping[str, Any],
@@ -66,6 +56,7 @@ def check_checkpoint_model(metadata: Mapping[str, Any], model: str, overrides: M
     differences that only spell out defaults are accepted. Official checkpoints record neither key and
     are not checked.
     """
+    from .model_config import normalize as _normalize
     from .models import model_spec
 
     stored_model = metadata.get("model")
@@ -94,17 +85,20 @@ def check_checkpoint_model(metadata: Mapping[str, Any], model: str, overrides: M
                      "set model_overrides to match")
 
 
-def build_model(model: str, overrides: Mapping[str, Any], checkpoint: Union[str, Path],
+def build_model(model: Optional[str], overrides: Mapping[str, Any], checkpoint: Union[str, Path],
+                sources: Optional[Mapping[str, str]] = None,
                 cpu_kernels: Optional[str] = None) -> Tuple[Any, Dict[str, Any]]:
-    """Create ``model`` with ``overrides``, load ``checkpoint`` strictly; return ``(net, metadata)``."""
-    from .checkpoint import load_checkpoint
-    from .models import create_model
+    """Build the model of ``checkpoint`` and load it strictly; return ``(net, metadata)``.
 
-    net = create_model(model, cpu_kernels=cpu_kernels, **dict(overrides))
-    metadata = load_checkpoint(net, checkpoint)
-    check_checkpoint_model(metadata, model, overrides, checkpoint)
-    net.set_train(False)
-    return net, metadata
+    A ``.ckpt`` of this project names its model and overrides, which are used (``model`` may be ``None``);
+    ``model``/``overrides`` that contradict them are an error naming both values
+    (:func:`dvt_ms.model_config.load_model`). ``metadata["model"]``/``["model_overrides"]`` hold what was built.
+    """
+    from .model_config import load_model
+
+    loaded = load_model({"model": model, "model_overrides": dict(overrides), "cpu_kernels": cpu_kernels},
+                        checkpoint, sources)
+    return loaded.net, loaded.metadata
 
 
 def num_exits(net) -> int:

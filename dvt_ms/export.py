@@ -15,7 +15,8 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 import mindspore as ms
 import numpy as np
 
-from .infer import IMAGENET_MEAN, IMAGENET_STD, EngineStage, eval_sizes, stage_input_specs
+from .data.data_config import DataConfig, preprocessing_manifest
+from .infer import EngineStage, stage_input_specs
 from .models.cascade_spec import TensorSpec
 from .models.dvt import DynamicVisionTransformer
 from .utils.atomic import atomic_path
@@ -54,12 +55,13 @@ def _thresholds_entry(metadata: Mapping[str, Any], n_exits: int) -> Optional[Dic
 
 def export_cascade(model: DynamicVisionTransformer, output_dir: Union[str, os.PathLike], *,
                    file_format: str = "MINDIR", metadata: Optional[Mapping[str, Any]] = None,
-                   overwrite: bool = False) -> Path:
+                   overwrite: bool = False, data_config: Optional[DataConfig] = None) -> Path:
     """Write one file per stage and ``dvt_export.json`` into ``output_dir``; return the manifest path.
 
     ``metadata`` is the checkpoint's (its ``model``, ``model_overrides``, ``dynamic_threshold`` and
-    ``flops`` go into the manifest). Only ``MINDIR`` is supported. Existing export files are replaced
-    only with ``overwrite``.
+    ``flops`` go into the manifest). ``data_config`` (default: the ImageNet defaults at the model's size)
+    is stored as ``data_config`` and spelled out as ``preprocessing``. Only ``MINDIR`` is supported.
+    Existing export files are replaced only with ``overwrite``.
     """
     if not isinstance(model, DynamicVisionTransformer):
         raise TypeError(f"only DVT cascades can be exported here, got {type(model).__name__}")
@@ -110,7 +112,10 @@ def export_cascade(model: DynamicVisionTransformer, output_dir: Union[str, os.Pa
         logger.info("wrote %s (%s -> %s)", path, ", ".join(io.input_names), ", ".join(io.output_names))
 
     image_size = spec.image_size
-    resize, crop = eval_sizes(image_size)
+    if data_config is None:
+        data_config = DataConfig(input_size=image_size, num_classes=spec.num_classes)
+    if data_config.input_size != image_size:
+        raise ValueError(f"the data config is for {data_config.input_size}-pixel images, the model takes {image_size}")
     manifest = {
         "format": fmt,
         "version": MANIFEST_VERSION,
@@ -119,11 +124,8 @@ def export_cascade(model: DynamicVisionTransformer, output_dir: Union[str, os.Pa
         "num_exits": n_exits,
         "num_classes": spec.num_classes,
         "image_size": image_size,
-        "preprocessing": {
-            "layout": "NCHW", "dtype": "float32", "channels": "RGB", "scale": 1.0 / 255.0,
-            "resize_shorter_side": resize, "interpolation": "bicubic", "center_crop": crop,
-            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
-        },
+        "preprocessing": preprocessing_manifest(data_config),
+        "data_config": data_config.to_dict(),
         "batch_dimension": "dynamic (-1 in the shapes below)",
         "exit_rule": EXIT_RULE,
         "last_threshold": -1e8,

@@ -69,9 +69,10 @@ class EngineStage(nn.Cell):
     def __init__(self, stage: CascadeStage):
         super().__init__(auto_prefix=False)
         self.stage = stage
+        self.set_train(False)  # inference graphs (the "predict" phase), compiled once per input shape
 
     def construct(self, *inputs):
-        return self.stage(*inputs)
+        return self.stage.forward(*inputs)
 
 
 def _check_cascade(model: Any) -> DynamicVisionTransformer:

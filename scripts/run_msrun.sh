@@ -27,7 +27,7 @@ PYTHON_DIR="$(dirname "$PYTHON")"
 MSRUN="${MSRUN:-$PYTHON_DIR/msrun}"
 [[ -x "$MSRUN" ]] || MSRUN="$(command -v msrun || true)"
 if [[ -z "$MSRUN" ]]; then
-    echo "error: msrun not found (it comes with MindSpore: pip install -r $ROOT/requirements.txt)" >&2
+    echo "error: msrun not found (it comes with MindSpore: pip install -e $ROOT)" >&2
     exit 2
 fi
 LOCAL_WORKER_NUM="${LOCAL_WORKER_NUM:-$WORKER_NUM}"

@@ -5,14 +5,12 @@ PyTorch to produce reference outputs ask for the ``torch`` fixture. Without torc
 unless ``DVT_MS_REQUIRE_TORCH=1`` (set by CI), in which case a missing torch is a failure.
 """
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_DIR = ROOT.parent / "shared" / "reference"
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("GLOG_v", "3")
 
 

@@ -72,7 +72,6 @@ def test_command_line_only_and_special_values(tmp_path):
     ("model: deit_small\nplot: curve.jpg\n", "plot must end in .png, .pdf or .svg"),
     ("- model\n", "expected a mapping of key: value at the top level"),
     ("model: [deit_small\n", "not valid YAML (line 2"),
-    ("batch_size: 3\n", "missing required key 'model'"),
 ])
 def test_file_errors_name_the_file_and_key(tmp_path, text, message):
     path = write(tmp_path / "bad.yaml", text)
@@ -99,11 +98,73 @@ def test_command_line_errors_name_the_flag(argv, message):
     assert message in str(info.value)
 
 
-def test_unknown_flag_is_rejected_by_argparse(capsys):
-    with pytest.raises(SystemExit) as info:
-        resolve_config(SCHEMA, ["--model", "deit_small", "--bogus", "1"])
-    assert info.value.code == 2
-    assert "--bogus" in capsys.readouterr().err
+@pytest.mark.parametrize("argv, message", [
+    (["--bogus", "1"], "unknown flag(s) --bogus"),
+    (["--crop_pc", "0.9"], "--crop_pc (did you mean 'crop_pct'?)"),  # no abbreviations either
+    (["--crop", "0.9"], "unknown flag(s) --crop"),
+    (["--model_overides.depth", "2"], "'model_overides' is not a mapping key (did you mean 'model_overrides'?)"),
+    (["--model_overrides.num_clases", "3"], "unknown key(s) 'num_clases' (did you mean 'num_classes'?)"),
+    (["--model_overrides.depth"], "--model_overrides.depth: expected a value"),
+])
+def test_unknown_flags_are_refused_with_a_suggestion(argv, message):
+    with pytest.raises(ConfigError) as info:
+        resolve_config(SCHEMA, ["--model", "deit_small"] + argv)
+    assert message in str(info.value)
+
+
+QUICKSTART = ROOT / "configs" / "quickstart.yaml"
+
+
+def test_num_classes_flag_beats_the_files_model_overrides(tmp_path):
+    """Issue 11, point 1: --num_classes with the quickstart config was refused."""
+    from dvt_ms.train.loop import TRAIN_SCHEMA
+
+    config = resolve_config(TRAIN_SCHEMA, ["--config", str(QUICKSTART), "--num_classes", "10"])
+    assert config.num_classes == 10 and config.model_overrides["num_classes"] == 10
+    assert config.model_overrides["embed_dim"] == 64  # the file's other keys stay
+    # the other way round: the command line's nested key beats a num_classes of the file
+    config = resolve_config(SCHEMA, ["--config", str(write(tmp_path / "seven.yaml", "num_classes: 7\n")), "--model_overrides.num_classes",
+                                     "3", "--model", "deit_small"])
+    assert config.num_classes == 3 and config.model_overrides == {"num_classes": 3}
+    # one source giving two different values is an error naming both
+    with pytest.raises(ConfigError, match=r"--num_classes is 10 but --model_overrides.num_classes is 4"):
+        resolve_config(SCHEMA, ["--model", "deit_small", "--num_classes", "10", "--model_overrides.num_classes", "4"])
+    config = resolve_config(SCHEMA, ["--config", str(QUICKSTART)])  # the file alone: num_classes follows it
+    assert config.num_classes == 4
+
+
+def test_a_mapping_flag_never_replaces_the_files_mapping(tmp_path):
+    """Issue 11, point 2: --model_overrides "{num_classes: 10}" silently dropped the file's tiny architecture."""
+    tiny = {"embed_dim": 64, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0, "image_size": 224}
+    for argv in (["--model_overrides", "{num_classes: 10}"], ["--model_overrides.num_classes", "10"],
+                 ["--model_overrides.num_classes=10"]):
+        config = resolve_config(SCHEMA, ["--config", str(QUICKSTART)] + argv)
+        assert config.model_overrides == {**tiny, "num_classes": 10}, argv
+        assert config.sources["model_overrides.num_classes"] == "command line"
+        assert config.sources["model_overrides.embed_dim"] == str(QUICKSTART)
+    # a dotted key in a file sets one key too; values are YAML
+    path = write(tmp_path / "evit.yaml", "model: evit_deit_small\nmodel_overrides: {depth: 2, drop_loc: [1]}\n"
+                                           "model_overrides.keep_rate: 0.5\n")
+    config = resolve_config(SCHEMA, ["--config", str(path), "--model_overrides.fuse_token", "false"])
+    assert config.model_overrides == {"depth": 2, "drop_loc": [1], "keep_rate": 0.5, "fuse_token": False}
+
+
+def test_the_resolved_model_is_logged_once_with_its_changes(caplog):
+    """Issue 11, point 2: nothing said that the full-size model was being trained."""
+    import logging
+
+    from dvt_ms import create_model
+    from dvt_ms.model_config import describe_model, log_model
+
+    overrides = {"embed_dim": 32, "depth": 1, "num_heads": 2, "num_classes": 10, "mlp_ratio": 4.0}
+    net = create_model("deit_small", **overrides)
+    count = sum(int(p.size) for p in net.get_parameters())
+    text = describe_model("deit_small", overrides, net)
+    assert text == (f"model deit_small: depth 1 (default 12), embed_dim 32 (default 384), num_classes 10 "
+                    f"(default 1000), num_heads 2 (default 6); {count:,} parameters")  # mlp_ratio 4.0 is the default
+    with caplog.at_level(logging.INFO):
+        log_model("deit_small", {}, net)
+    assert "deit_small: the registered architecture, no value changed" in caplog.text
 
 
 def test_missing_config_file(tmp_path):
@@ -133,7 +194,7 @@ def test_schemas_add_up_and_other_sections_keys_are_ignored(tmp_path):
     config = resolve_config(SCHEMA, ["--config", str(path)], file_sections=(COMMON, EVAL, train))
     assert config.ignored == {"lr": 0.5} and "lr" not in config
     # ...but it is not a flag of the evaluation script
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match="unknown flag"):
         resolve_config(SCHEMA, ["--config", str(path), "--lr", "1"], file_sections=(COMMON, EVAL, train))
     # the training script sees it; the evaluation key is ignored there
     config = resolve_config(COMMON + train, ["--config", str(path), "--epochs", "3"],

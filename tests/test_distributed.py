@@ -13,6 +13,7 @@ import pytest
 
 from dvt_ms.train.distributed import DistributedContext, DistributedError, launched_distributed, weights_digest
 
+from .script_loader import script_env
 from .test_train_cli import SCRIPT, base_args, make_image_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,7 +109,7 @@ def test_two_msrun_workers_match_one_process_on_the_combined_batch(tmp_path):
     _msrun()
     data = _odd_val_folder(tmp_path / "data", flat=True)
     common = dict(epochs=EPOCHS, opt="sgd", lr=0.05, momentum=0.9, weight_decay=1e-4, seed=11)
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    env = script_env(PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                PYTHON=sys.executable, MASTER_PORT=str(_free_port()), LOG_DIR=str(tmp_path / "logs"),
                CLUSTER_TIME_OUT="120", PYTHONUNBUFFERED="1")
     dist = subprocess.run(["bash", str(ROOT / "scripts" / "run_msrun.sh"), "2"]
@@ -120,7 +121,7 @@ def test_two_msrun_workers_match_one_process_on_the_combined_batch(tmp_path):
         f"\n--- worker {r}\n{text[-3000:]}" for r, text in logs.items())
     single = subprocess.run([sys.executable, str(SCRIPT)] + base_args(data, tmp_path / "single", batch_size=8,
                                                                       **common),
-                            cwd=tmp_path, capture_output=True, text=True, timeout=180)
+                            cwd=tmp_path, capture_output=True, text=True, timeout=180, env=script_env())
     assert single.returncode == 0, single.stderr[-3000:]
 
     # both ranks: data parallel, and bit-identical weights after every epoch (checked across ranks too)

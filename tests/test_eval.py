@@ -7,7 +7,6 @@ network here on independently preprocessed arrays.
 import io
 import json
 import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +29,7 @@ from dvt_ms.evaluate import (
 )
 from dvt_ms.flops import count
 
-from .script_loader import load_script
+from .script_loader import load_script, script_env
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "eval.py"
@@ -157,7 +156,7 @@ def runs(ws, reference):
         "fit": ["--mode", "fit", "--fit_samples", str(FIT_SAMPLES), "--seed", str(FIT_SEED)],
         "saved": ["--mode", "saved", "--data_dir", "null"],
     }
-    env = dict(os.environ, GLOG_v="3")
+    env = script_env(GLOG_v="3")
     procs = {}
     for mode, extra in commands.items():
         procs[mode] = subprocess.Popen(base + extra + ["--output", f"{mode}.json"], cwd=ws, env=env,
@@ -277,7 +276,7 @@ def test_cli_error_is_one_line_with_status_2(ws, tmp_path):
     config.write_text((ws / "cfg.yaml").read_text() + "bogus_key: 1\n")
     proc = subprocess.run([sys.executable, str(SCRIPT), "--config", str(config), "--checkpoint", "x.ckpt"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, GLOG_v="3"))
+                          env=script_env(GLOG_v="3"))
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "bogus_key" in lines[0] and str(config) in lines[0]

@@ -60,17 +60,24 @@ def run_exported(manifest, cells, images, thresholds):
 def test_exported_stages_reproduce_the_engine(deit_case, tmp_path):  # noqa: F811
     net, engine, x = deit_case["net"], deit_case["engine"], deit_case["x"]
     table = np.tile(np.float32([0.5, 0.3, -1e8]), (59, 1))
+    names = [f"c{i}" for i in range(TINY["num_classes"])]
+    data_config = dict(input_size=224, crop_pct=0.9, interpolation="bilinear", num_classes=TINY["num_classes"],
+                       class_names=names)
     ckpt = save_checkpoint(net, tmp_path / "tiny.ckpt", dict(model="dvt_deit_small", model_overrides=TINY,
-                                                              dynamic_threshold=table, flops=[0.1, 0.3, 0.7]))
+                                                              dynamic_threshold=table, flops=[0.1, 0.3, 0.7],
+                                                              data_config=data_config))
     out = tmp_path / "export"
-    assert _export_script().main(["--checkpoint", str(ckpt), "--output_dir", str(out)]) == 0
+    assert _export_script().main(["--checkpoint", str(ckpt), "--export_dir", str(out)]) == 0
 
     manifest = json.loads((out / MANIFEST_NAME).read_text())
     assert manifest["format"] == "MINDIR" and manifest["num_exits"] == 3 and manifest["image_size"] == 224
     assert manifest["model"] == "dvt_deit_small" and manifest["model_overrides"] == TINY
     np.testing.assert_array_equal(np.float32(manifest["thresholds"]["table"]), table)
     assert manifest["preprocessing"]["mean"] == [0.485, 0.456, 0.406]
-    assert manifest["preprocessing"]["resize_shorter_side"] == 256
+    # the checkpoint's data config, spelled out (issue 11: the manifest documented a fixed 256/224 bicubic)
+    assert manifest["preprocessing"]["resize_shorter_side"] == 248 and manifest["preprocessing"]["center_crop"] == 224
+    assert manifest["preprocessing"]["interpolation"] == "bilinear"
+    assert manifest["data_config"]["class_names"] == names and manifest["data_config"]["crop_pct"] == 0.9
     stages = manifest["stages"]
     assert [[i["name"] for i in s["inputs"]] for s in stages] == [
         ["images"], ["images", "tokens", "relations"], ["images", "tokens", "relations"]]
@@ -107,6 +114,6 @@ def test_export_rejects_bad_requests(tmp_path):
     with pytest.raises(ValueError, match="exists and is not a directory"):
         export_cascade(net, tmp_path / "file")
     with pytest.raises(ValueError, match="--format onnx: not supported; only MINDIR"):
-        _export_script().main(["--checkpoint", str(tmp_path / "x.ckpt"), "--output_dir", str(tmp_path),
+        _export_script().main(["--checkpoint", str(tmp_path / "x.ckpt"), "--export_dir", str(tmp_path),
                                "--format", "onnx"])
     assert list(tmp_path.iterdir()) == [tmp_path / "file"]

@@ -238,7 +238,7 @@ def test_eval_preprocessing(tmp_path):
     assert wide.shape == (3, 224, 224) and wide.dtype == np.float32
     expected = (np.array([255, 128, 0]) / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
     np.testing.assert_allclose(wide.mean(axis=(1, 2)), expected, atol=1e-5)
-    gray = load_image(tmp_path / "tall_gray.jpg", image_size=160)
+    gray = load_image(tmp_path / "tall_gray.jpg", 160)
     assert gray.shape == (3, 160, 160)
     # a horizontal ramp: the center crop keeps the middle 224 of 256 columns after the resize to 384x256
     ramp = np.tile(np.linspace(0, 255, 384).astype(np.uint8), (256, 1))
@@ -332,11 +332,14 @@ def test_infer_script(deit_case, tmp_path, capsys):
     for argv, message in [
         ([str(folder)], "no exit thresholds: pass --thresholds"),
         ([str(folder), "--thresholds", "0.5,-1e8"], "--thresholds: thresholds has 2 entries"),
-        ([str(folder), "--budget_step", "0"], r"budget step must be an integer in 1\.\.59, got 0"),
+        ([str(folder), "--budget_step", "0"], r"--budget_step: must be > 0, got 0"),
+        ([str(folder), "--budget_step", "60"], r"budget step must be an integer in 1\.\.59, got 60"),
         ([str(folder / "nope.png"), "--budget_step", "3"], "no such file or directory: .*nope.png"),
         ([str(folder), "--budget_step", "3", "--output", str(tmp_path / "out.txt")], "must end in .csv or .json"),
-        ([str(folder), "--budget_step", "3", "--model", "dvt_t2t_vit_12"], "is a 'dvt_deit_small', not"),
-        ([str(folder), "--budget_step", "3", "--set", "depth=3"], "converted with depth=2, not depth=3"),
+        ([str(folder), "--budget_step", "3", "--model", "dvt_t2t_vit_12"],
+         "--model is 'dvt_t2t_vit_12' but .*tiny.ckpt holds a 'dvt_deit_small' model"),
+        ([str(folder), "--budget_step", "3", "--model_overrides.depth", "3"],
+         "--model_overrides.depth is 3 but .*tiny.ckpt was written with depth: 2"),
     ]:
         with pytest.raises(ValueError, match=message):
             script.main(["--checkpoint", str(ckpt)] + argv)

@@ -1,7 +1,6 @@
 """The fused CPU kernels (dvt_ms.kernels): each op and whole models against MindSpore's own ops, forward and
 backward; NaN/Inf handling; dtype and dynamic-shape guards; the build, its cache key and its fallback."""
 import math
-import os
 import subprocess
 import sys
 import textwrap
@@ -14,7 +13,7 @@ from mindspore import Tensor, nn, ops
 from dvt_ms import create_model, kernels
 from dvt_ms.kernels import STOCK, KernelChoice, UsesKernels, build
 from dvt_ms.kernels import ops as kernel_ops
-from tests.conftest import ROOT
+from tests.script_loader import script_env
 
 needs_kernels = pytest.mark.skipif(not KernelChoice.resolve("auto", "CPU").available,
                                    reason="the fused CPU kernels cannot be built here")
@@ -297,7 +296,6 @@ def _run_without_compiler(mode, tmp_path):
     code = textwrap.dedent(f"""
         import logging, sys
         logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(levelname)s %(message)s")
-        sys.path.insert(0, {str(ROOT)!r})
         import numpy as np
         from mindspore import Tensor
         from dvt_ms import create_model
@@ -307,8 +305,8 @@ def _run_without_compiler(mode, tmp_path):
         print("fused layers:", sum(getattr(c, "fused", False) for _, c in net.cells_and_names()))
         print("logits:", net(Tensor(np.zeros((1, 3, 224, 224), np.float32))).shape)
     """)
-    env = dict(os.environ, CXX=str(tmp_path / "no-such-compiler"), DVT_MS_KERNEL_CACHE=str(tmp_path / "cache"),
-               GLOG_v="3")
+    env = script_env(CXX=str(tmp_path / "no-such-compiler"), DVT_MS_KERNEL_CACHE=str(tmp_path / "cache"),
+                     GLOG_v="3")
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
 
 

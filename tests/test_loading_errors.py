@@ -9,6 +9,7 @@ import pytest
 from dvt_ms import create_model, load_checkpoint
 from dvt_ms.checkpoint import CheckpointError, CheckpointMismatchError, UnsafeCheckpointError
 from tests.conftest import ROOT
+from tests.script_loader import script_env
 
 TINY = dict(embed_dim=64, depth=2, num_heads=2, mlp_ratio=2.0, num_classes=10)
 CONVERT = [sys.executable, str(ROOT / "scripts" / "convert_checkpoint.py")]
@@ -97,7 +98,8 @@ def test_missing_file_and_unknown_layout(tmp_path):
 
 
 def _convert(*args):
-    return subprocess.run(CONVERT + [str(a) for a in args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(CONVERT + [str(a) for a in args], capture_output=True, text=True, timeout=300,
+                          env=script_env())
 
 
 def test_converter_reports_bad_file_without_traceback(tmp_path):
@@ -128,6 +130,6 @@ def test_converter_never_overwrites(tmp_path, reference_dir):
 
 def test_converter_names_unknown_override(tmp_path, reference_dir):
     result = _convert(reference_dir / "dvt_deit_tiny.pth.tar", tmp_path / "o.ckpt", "--model",
-                      "dvt_deit_small", "--set", "embed_dimm=64")
-    assert result.returncode == 2 and "embed_dimm" in result.stderr
+                      "dvt_deit_small", "--model_overrides.embed_dimm", "64")
+    assert result.returncode == 2 and "'embed_dimm' (did you mean 'embed_dim'?)" in result.stderr
     assert "Traceback" not in result.stderr

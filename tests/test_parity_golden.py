@@ -9,6 +9,7 @@ import pytest
 
 from dvt_ms import create_model, load_checkpoint
 from tests.conftest import ROOT
+from tests.script_loader import script_env
 
 TOLERANCE = 1e-4
 _FAMILY_MODEL = {"deit": "dvt_deit_small", "t2t": "dvt_t2t_vit_12"}
@@ -55,8 +56,8 @@ def test_golden_pth_and_converted_ckpt(case, reference_dir, tmp_path):
 
     dst = tmp_path / f"{case}.ckpt"
     cmd = [sys.executable, str(ROOT / "scripts" / "convert_checkpoint.py"), str(reference_dir / f"{case}.pth.tar"),
-           str(dst), "--model", name] + [f"--set={k}={v}" for k, v in overrides.items()]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+           str(dst), "--model", name] + [f"--model_overrides.{k}={v}" for k, v in overrides.items()]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=script_env())
     assert result.returncode == 0, result.stderr
     assert [p.name for p in tmp_path.iterdir()] == [dst.name], "conversion left stray files"
 

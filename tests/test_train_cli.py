@@ -14,7 +14,7 @@ from PIL import Image
 from dvt_ms.config import ConfigError
 from dvt_ms.data.dataset import DatasetError
 
-from .script_loader import load_script
+from .script_loader import load_script, script_env
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "train.py"
@@ -103,7 +103,7 @@ def test_unknown_yaml_key_is_named_with_a_suggestion(tmp_path, data_dir):
     ({"resume": "nowhere.ckpt"}, "--resume: nowhere.ckpt: no such checkpoint file"),
     ({"pretrained": "missing.pth"}, "--pretrained: missing.pth: no such file"),
     ({"auto_augment": "rand-x9"}, "auto_augment"),
-    ({"model_overrides": "{num_classes: 10}"}, "--num_classes is 4 but --model_overrides sets num_classes: 10"),
+    ({"model_overrides": "{num_classes: 10}"}, "--num_classes is 4 but --model_overrides.num_classes is 10; give"),
     ({"model_overrides": "{drop_path_rate: 0.2}"}, "drop_path key"),
     ({"opt": "lamb"}, "--opt: 'lamb' is not one of adamw"),
 ])
@@ -119,7 +119,7 @@ def test_data_dir_is_required(tmp_path):
 
 def test_cli_reports_errors_in_one_line(tmp_path, data_dir):
     result = subprocess.run([sys.executable, str(SCRIPT)] + base_args(data_dir, tmp_path / "out", epochs="-1"),
-                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120, env=script_env())
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == "error: --epochs: must be > 0, got -1"
     assert not (tmp_path / "out").exists()  # nothing was started
@@ -272,6 +272,17 @@ def test_final_weights_are_readable_by_the_loader(short_run):
                        num_classes=4)
     meta = load_checkpoint(net, short_run["out"] / "final_weights.ckpt")
     assert meta["model"] == "dvt_deit_small" and meta["epoch"] == 2 and meta["model_overrides"]["num_classes"] == 4
+    # issue 11: the data config (with the training class folders) is stored for eval.py/infer.py/export.py
+    classes = sorted(p.name for p in (short_run["data"] / "train").iterdir())
+    assert meta["data_config"]["class_names"] == classes and meta["data_config"]["input_size"] == 64
+    from dvt_ms.checkpoint import read_checkpoint
+
+    _, epoch_meta = read_checkpoint(sorted(short_run["out"].glob("epoch_*.ckpt"))[-1])
+    assert epoch_meta["data_config"] == meta["data_config"]
+    # and the run said once which model it trained (issue 11, point 2)
+    described = [line for line in short_run["logs"] if line.startswith("model dvt_deit_small: ")]
+    assert len(described) == 1 and "embed_dim 64 (default 384)" in described[0], described
+    assert described[0].endswith(" parameters")
 
 
 # ---------------------------------------------------------------------------------- --pretrained

@@ -1,6 +1,5 @@
 """Resume after SIGKILL reaches the uninterrupted run's weights; a NaN loss stops the run cleanly."""
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -10,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from .script_loader import script_env
 from .test_train_cli import SCRIPT, base_args, load_train_script, make_image_folder
 
 EPOCHS = 3
@@ -31,7 +31,7 @@ def _run_args(data: Path, out: Path) -> list:
 
 
 def _start(args: list, cwd: Path, log: Path) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = script_env(PYTHONUNBUFFERED="1")
     return subprocess.Popen([sys.executable, str(SCRIPT)] + args, cwd=cwd, stdout=open(log, "w"),
                             stderr=subprocess.STDOUT, env=env)
 
@@ -74,7 +74,7 @@ def test_sigkill_mid_epoch_then_resume_auto_matches_an_uninterrupted_run(tmp_pat
     assert not [n for n in left if "tmp" in n], left  # no partial files
 
     resumed = subprocess.run([sys.executable, str(SCRIPT)] + _run_args(data, cut_out) + ["--resume", "auto"],
-                             cwd=tmp_path, capture_output=True, text=True, timeout=180)
+                             cwd=tmp_path, capture_output=True, text=True, timeout=180, env=script_env())
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
     assert "resuming after epoch 1 at global step 6" in resumed.stderr
     assert full.wait(timeout=180) == 0, (tmp_path / "full.log").read_text()[-3000:]

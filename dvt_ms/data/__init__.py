@@ -1,4 +1,14 @@
-"""Data: checked ImageFolder splits read with MindData, training augmentation and the quickstart set."""
+"""Data: each model's data config and evaluation transform, checked ImageFolder splits read with MindData,
+training augmentation and the quickstart set."""
+from .data_config import (
+    DataConfig,
+    default_data_config,
+    load_image as load_eval_image,
+    preprocess,
+    preprocessing_manifest,
+    resolve_data_config,
+)
+from .decode import read_rgb
 from .dataset import (
     IMAGE_EXTENSIONS,
     IMAGENET_MEAN,
@@ -28,6 +38,8 @@ from .train_transforms import (
 )
 
 __all__ = [
+    "DataConfig", "default_data_config", "load_eval_image", "preprocess", "preprocessing_manifest",
+    "resolve_data_config", "read_rgb",
     "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD", "DatasetError", "EvalDataset", "ImageFolderInfo",
     "check_image_folder", "create_eval_dataset", "decode_image", "denormalize", "eval_transforms",
     "load_image", "resize_size",

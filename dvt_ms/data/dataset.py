@@ -7,11 +7,12 @@ extension, sorted by name, exactly as MindData's ``ImageFolderDataset`` lists th
 Unreadable images. MindData's own ``Decode`` with ``set_error_samples_mode(SKIP)`` does skip corrupt and
 truncated files, but (MindSpore 2.10) it writes the offending image to ``./abnormal_image.jpg`` in the
 working directory, changes a process-wide setting, and only reports the skipped file in a C++ log line.
-So images are decoded by a Python map operation (PIL, which refuses truncated files) that also returns a
-``valid`` flag and the byte count. Invalid rows travel through the pipeline with a tiny placeholder
+So images are decoded by a Python map operation (:func:`dvt_ms.data.decode.read_rgb`, the decoder of
+every script; PIL refuses truncated files) that also returns a ``valid`` flag and the byte count. Invalid rows travel through the pipeline with a tiny placeholder
 image and are dropped by :class:`EvalDataset` when batches are read; every row is checked against the
-expected file (label and size), so the count and the names of the skipped files are exact. Resize,
-center crop, normalization and HWC->CHW are MindData's C++ operations.
+expected file (label and size), so the count and the names of the skipped files are exact. The
+transform is :func:`dvt_ms.data.data_config.eval_transforms` of the run's data config (MindData's C++
+resize, center crop, normalization and HWC->CHW), the one every script uses.
 """
 import io
 import logging
@@ -22,7 +23,11 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import ImageFile
+
+from .data_config import IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, DataConfig, denormalize, eval_transforms
+from .data_config import resize_size  # noqa: F401  (re-exported)
+from .decode import read_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +38,6 @@ __all__ = [
 ]
 
 PathLike = Union[str, os.PathLike]
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 _PLACEHOLDER = np.zeros((8, 8, 3), dtype=np.uint8)
 
 
@@ -130,9 +132,7 @@ def decode_image(raw: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """
     data = np.asarray(raw).tobytes()
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            image = np.asarray(img.convert("RGB"), dtype=np.uint8)
+        image = np.asarray(read_rgb(io.BytesIO(data)), dtype=np.uint8)
         if image.ndim != 3 or image.shape[0] == 0 or image.shape[1] == 0:
             raise ValueError(f"empty image {image.shape}")
         return image, np.array(True), np.array(len(data), dtype=np.int64)
@@ -143,45 +143,10 @@ def decode_image(raw: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def load_image(path: PathLike) -> np.ndarray:
     """Read one image file as RGB ``uint8 [H, W, 3]``; raises :class:`DatasetError` naming the file."""
-    path = Path(path)
     try:
-        with Image.open(path) as img:
-            img.load()
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except Exception as exc:  # noqa: BLE001
-        raise DatasetError(f"{path}: cannot read the image ({exc})") from None
-
-
-def resize_size(image_size: int, crop_pct: float = 0.875) -> int:
-    """Shorter-side length before the center crop: ``int(image_size / crop_pct)`` (256 for 224)."""
-    return int(math.floor(image_size / crop_pct))
-
-
-def eval_transforms(image_size: int = 224, crop_pct: float = 0.875, interpolation: str = "bicubic") -> list:
-    """MindData operations from a decoded RGB ``uint8`` HWC image to a normalized float32 CHW one."""
-    from mindspore.dataset import vision
-    from mindspore.dataset.vision import Inter
-
-    modes = {"bicubic": Inter.BICUBIC, "bilinear": Inter.BILINEAR}
-    if interpolation not in modes:
-        raise ValueError(f"interpolation must be one of {', '.join(modes)}, got {interpolation!r}")
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
-    if not 0 < crop_pct <= 1:
-        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct!r}")
-    return [
-        vision.Resize(resize_size(image_size, crop_pct), modes[interpolation]),
-        vision.CenterCrop(image_size),
-        vision.Normalize([m * 255 for m in IMAGENET_MEAN], [s * 255 for s in IMAGENET_STD]),
-        vision.HWC2CHW(),
-    ]
-
-
-def denormalize(image: np.ndarray) -> np.ndarray:
-    """Undo the normalization of one ``[3, H, W]`` image: RGB ``uint8 [H, W, 3]``."""
-    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)[:, None, None] * 255
-    std = np.asarray(IMAGENET_STD, dtype=np.float32)[:, None, None] * 255
-    return np.clip(np.rint(image * std + mean), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+        return np.asarray(read_rgb(path), dtype=np.uint8)
+    except OSError as exc:
+        raise DatasetError(str(exc)) from None
 
 
 def _shard_rows(num_files: int, num_shards: int, shard_id: int) -> Tuple[List[int], int]:
@@ -255,22 +220,30 @@ class EvalDataset:
             logger.info("%s: read %d images, none skipped", self.info.root, self.real_rows)
 
 
-def create_eval_dataset(split_dir: PathLike, batch_size: int, image_size: int = 224,
+def create_eval_dataset(split_dir: PathLike, batch_size: int, data_config: Union[DataConfig, int] = 224,
                         num_shards: Optional[int] = None, shard_id: Optional[int] = None,
-                        crop_pct: float = 0.875, interpolation: str = "bicubic",
+                        crop_pct: Optional[float] = None, interpolation: Optional[str] = None,
                         num_parallel_workers: int = 2, num_classes: Optional[int] = None,
                         indices: Optional[Sequence[int]] = None,
                         info: Optional[ImageFolderInfo] = None) -> EvalDataset:
     """Evaluation pipeline over ``split_dir`` (``ROOT/SPLIT``): deterministic order, no shuffling.
 
-    Decode (PIL, unreadable files flagged), ``Resize(int(image_size / crop_pct))``, ``CenterCrop``,
-    ImageNet ``Normalize``, ``HWC2CHW``, ``batch(drop_remainder=False)``. ``indices`` restricts the
+    Decode (:func:`read_rgb`, unreadable files flagged), ``eval_transforms(data_config)`` (resize,
+    center crop, normalize, HWC2CHW), ``batch(drop_remainder=False)``. ``data_config`` is the run's
+    :class:`DataConfig`; an image size instead builds the ImageNet defaults, changed by ``crop_pct`` and
+    ``interpolation``. ``indices`` restricts the
     dataset to those files (in that order); ``num_shards``/``shard_id`` read one shard. The folder is
     checked with :func:`check_image_folder` (against ``num_classes`` if given) unless ``info`` is passed.
     """
     import mindspore.dataset as ds
 
     split_dir = Path(split_dir)
+    if isinstance(data_config, DataConfig):
+        if crop_pct is not None or interpolation is not None:
+            raise ValueError("pass crop_pct/interpolation in the data config, not next to it")
+    else:
+        data_config = DataConfig(input_size=data_config, **({} if crop_pct is None else {"crop_pct": crop_pct}),
+                                 **({} if interpolation is None else {"interpolation": interpolation}))
     if info is None:
         info = check_image_folder(split_dir.parent, split_dir.name, num_classes)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -306,7 +279,7 @@ def create_eval_dataset(split_dir: PathLike, batch_size: int, image_size: int = 
                           output_columns=["image", "valid", "num_bytes"],
                           num_parallel_workers=num_parallel_workers)
     pipeline = pipeline.project(["image", "label", "valid", "num_bytes"])
-    pipeline = pipeline.map(eval_transforms(image_size, crop_pct, interpolation), input_columns=["image"],
+    pipeline = pipeline.map(eval_transforms(data_config), input_columns=["image"],
                             num_parallel_workers=num_parallel_workers)
     pipeline = pipeline.batch(batch_size, drop_remainder=False)
     return EvalDataset(pipeline, info, rows, real, batch_size)

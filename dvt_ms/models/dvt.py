@@ -30,6 +30,10 @@ class CascadeStage(VisionTransformer):
         self.gives_tokens = spec.gives_tokens(index)
 
     def construct(self, *inputs):
+        return self.forward(*inputs)
+
+    def forward(self, *inputs) -> Tuple[Tensor, ...]:
+        """The stage on ``inputs`` (as named by ``self.io``); what ``construct`` and the engine's cells run."""
         tokens = inputs[self._tokens_at] if self._tokens_at else None
         relations = inputs[self._relations_at] if self._relations_at else None
         final_tokens, stacked, _ = self.forward_features(inputs[0], tokens, relations)

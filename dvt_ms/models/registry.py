@@ -6,7 +6,7 @@ building it.
 """
 import fnmatch
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, FrozenSet, List, Optional, Union
+from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Union
 
 from mindspore import nn
 
@@ -20,6 +20,7 @@ class _Entry:
     overrides: FrozenSet[str]
     family: str
     cascade: bool  # built as a DynamicVisionTransformer (else a plain VisionTransformer)
+    defaults: Mapping[str, Any]  # the architecture values its overrides change
 
 
 _REGISTRY: Dict[str, _Entry] = {}
@@ -30,13 +31,16 @@ COMMON_OVERRIDES = frozenset({
 })
 
 
-def register_model(name: str, family: str, extra_overrides: FrozenSet[str] = frozenset(), cascade: bool = False):
-    """Register ``spec(**overrides) -> CascadeSpec`` under ``name``."""
+def register_model(name: str, family: str, extra_overrides: FrozenSet[str] = frozenset(), cascade: bool = False,
+                   defaults: Optional[Mapping[str, Any]] = None):
+    """Register ``spec(**overrides) -> CascadeSpec`` under ``name``; ``defaults`` are the architecture values
+    it uses when not overridden (reported by :func:`model_defaults`)."""
 
     def decorator(spec: Callable[..., CascadeSpec]) -> Callable[..., CascadeSpec]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = _Entry(spec, COMMON_OVERRIDES | frozenset(extra_overrides), family, cascade)
+        _REGISTRY[name] = _Entry(spec, COMMON_OVERRIDES | frozenset(extra_overrides), family, cascade,
+                                 dict(defaults or {}))
         return spec
 
     return decorator
@@ -56,6 +60,11 @@ def model_family(name: str) -> str:
 def model_overrides(name: str) -> FrozenSet[str]:
     """Override keys that ``create_model(name, ...)`` accepts."""
     return _entry(name).overrides
+
+
+def model_defaults(name: str) -> Dict[str, Any]:
+    """The registered architecture values of a model (what its overrides change), without building it."""
+    return dict(_entry(name).defaults)
 
 
 def _entry(name: str) -> _Entry:

@@ -50,6 +50,10 @@ def _resolve(arch: Dict[str, Any], family_defaults: Dict[str, Any], overrides: D
     return cfg
 
 
+def _defaults(arch: Dict[str, Any], family_defaults: Dict[str, Any]) -> Dict[str, Any]:
+    return {**_TRAINING_DEFAULTS, **family_defaults, **arch}
+
+
 def _stage(fixed: Dict[str, Any], cfg: Dict[str, Any], tokenizer: Optional[Tokenizer], **extra: Any) -> StageSpec:
     """A stage with the family's fixed numerics and the resolved sizes."""
     sizes = {k: cfg[k] for k in ("embed_dim", "depth", "num_heads", "mlp_ratio", "qk_scale")}
@@ -69,21 +73,23 @@ def _evit_rates(cfg: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _register_deit(size: str) -> None:
-    @register_model(f"deit_{size}", family="deit")
+    @register_model(f"deit_{size}", family="deit", defaults=_defaults(DEIT_ARCHS[size], {}))
     def spec(**overrides: Any) -> CascadeSpec:
         cfg = _resolve(DEIT_ARCHS[size], {}, overrides)
         return _cascade([_stage(_DEIT, cfg, PatchTokenizer(16, crop=True))], cfg)
 
 
 def _register_evit(size: str) -> None:
-    @register_model(f"evit_deit_{size}", family="evit", extra_overrides=_EVIT_OVERRIDES)
+    @register_model(f"evit_deit_{size}", family="evit", extra_overrides=_EVIT_OVERRIDES,
+                    defaults=_defaults(DEIT_ARCHS[size], _EVIT_DEFAULTS))
     def spec(**overrides: Any) -> CascadeSpec:
         cfg = _resolve(DEIT_ARCHS[size], _EVIT_DEFAULTS, overrides)
         return _cascade([_stage(_DEIT, cfg, PatchTokenizer(16, crop=True), **_evit_rates(cfg))], cfg)
 
 
 def _register_t2t(depth: str) -> None:
-    @register_model(f"t2t_vit_{depth}", family="t2t", extra_overrides=frozenset({"token_dim"}))
+    @register_model(f"t2t_vit_{depth}", family="t2t", extra_overrides=frozenset({"token_dim"}),
+                    defaults=_defaults(T2T_ARCHS[depth], {}))
     def spec(**overrides: Any) -> CascadeSpec:
         cfg = _resolve(T2T_ARCHS[depth], {}, overrides)
         return _cascade([_stage(_T2T, cfg, T2TTokenizer())], cfg)
@@ -113,10 +119,12 @@ def _dvt_stages(fixed: Dict[str, Any], cfg: Dict[str, Any], tokenizers: Sequence
 def _register_dvt(name: str, arch: Dict[str, Any], fixed: Dict[str, Any], tokenizers: tuple,
                   family_overrides: frozenset = frozenset(), last_stage_evit: bool = False) -> None:
     extra = _DVT_OVERRIDES | family_overrides | (_EVIT_OVERRIDES if last_stage_evit else frozenset())
+    family_defaults = {**_DVT_DEFAULTS, **(_EVIT_DEFAULTS if last_stage_evit else {})}
 
-    @register_model(name, family="dvt", extra_overrides=extra, cascade=True)
+    @register_model(name, family="dvt", extra_overrides=extra, cascade=True,
+                    defaults=_defaults(arch, family_defaults))
     def spec(**overrides: Any) -> CascadeSpec:
-        cfg = _resolve(arch, {**_DVT_DEFAULTS, **(_EVIT_DEFAULTS if last_stage_evit else {})}, overrides)
+        cfg = _resolve(arch, family_defaults, overrides)
         stages = _dvt_stages(fixed, cfg, tokenizers)
         if last_stage_evit:
             stages[-1] = replace(stages[-1], **_evit_rates({**cfg, "depth": stages[-1].depth}))

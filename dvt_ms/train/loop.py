@@ -246,8 +246,9 @@ class Trainer:
         """Everything before the first step; every config or data problem is raised from here."""
         import mindspore as ms
 
-        from ..data import check_image_folder
+        from ..data import check_image_folder, resolve_data_config
         from ..evaluate import exit_names, model_image_size, model_num_classes, num_exits
+        from ..model_config import log_model
         from ..models import create_model, model_family
         from ..utils.device import configure_device
 
@@ -262,6 +263,7 @@ class Trainer:
 
         overrides = train_model_overrides(config)
         self.net = create_model(config.model, cpu_kernels=config.cpu_kernels, **overrides)
+        log_model(config.model, overrides, self.net)
         self.num_classes = model_num_classes(self.net)
         self.image_size = model_image_size(self.net)
         self.num_exits = num_exits(self.net)
@@ -272,6 +274,8 @@ class Trainer:
             diff = sorted(set(self.train_info.classes) ^ set(self.val_info.classes))
             raise ValueError(f"{self.train_info.root} and {self.val_info.root} have different class folders "
                              f"(only in one of them: {', '.join(diff[:10])})")
+        self.data_config = resolve_data_config(config.model, self.net, config=config,
+                                               class_names=self.train_info.classes)
         self.global_batch = config.batch_size * dist.world_size
         rows = math.ceil(self.train_info.num_images / dist.world_size)
         full_steps = rows // config.batch_size
@@ -415,7 +419,7 @@ class Trainer:
             num_parallel_workers=config.num_parallel_workers, auto_augment=config.auto_augment or None,
             reprob=config.reprob, mixup=config.mixup, cutmix=config.cutmix,
             mixup_switch_prob=config.mixup_switch_prob, mixup_prob=config.mixup_prob,
-            label_smoothing=config.label_smoothing, hflip=config.hflip, interpolation=config.interpolation,
+            label_smoothing=config.label_smoothing, hflip=config.hflip, interpolation=self.data_config.interpolation,
             drop_remainder=True, scale=tuple(config.crop_scale), info=self.train_info)
         return data
 
@@ -506,9 +510,8 @@ class Trainer:
         from ..data import create_eval_dataset
 
         config, dist = self.config, self.dist
-        data = create_eval_dataset(self.val_info.root, config.batch_size, self.image_size,
-                                   num_shards=dist.num_shards, shard_id=dist.shard_id, crop_pct=config.crop_pct,
-                                   interpolation=config.interpolation,
+        data = create_eval_dataset(self.val_info.root, config.batch_size, self.data_config,
+                                   num_shards=dist.num_shards, shard_id=dist.shard_id,
                                    num_parallel_workers=config.num_parallel_workers, info=self.val_info)
         counts = evaluate_shard(self.net, data, config.batch_size, self.num_exits)
         self.net.set_train(True)
@@ -539,7 +542,7 @@ class Trainer:
                      world_size=self.dist.world_size, total_epochs=self.total_epochs, lr=result.lr,
                      loss_scale=float(scaler.scale_value.asnumpy()) if scaler is not None else None)
         extra = dict(model=config.model, model_overrides=dict(config.model_overrides, num_classes=self.num_classes),
-                     config=config.to_dict(), train_state=state,
+                     config=config.to_dict(), train_state=state, data_config=self.data_config.to_dict(),
                      val_top1=result.val.top1 if result.val else None,
                      val_top5=result.val.top5 if result.val else None)
         self.manager.save(self.net, self.optimizer, self.ema, result.epoch, result.global_step,
@@ -564,7 +567,7 @@ class Trainer:
             return None
         meta = dict(model=self.config.model,
                     model_overrides=dict(self.config.model_overrides, num_classes=self.num_classes),
-                    epoch=epoch, val_top1=val.top1)
+                    epoch=epoch, val_top1=val.top1, data_config=self.data_config.to_dict())
         return save_checkpoint(self.net, self.output_dir / WEIGHTS_NAME, meta)
 
     def run(self) -> Dict[str, Any]:

@@ -1,0 +1,142 @@
+"""The model of a run: the config's ``model``/``model_overrides`` reconciled with a checkpoint's, built,
+loaded, logged once, with its data config.
+
+A ``.ckpt`` written by this project names its model, architecture (``model_overrides``) and data config
+(``data_config``), which is enough for every script: the config may leave ``model`` unset. A config value
+that contradicts the checkpoint is an error naming both (the key with its source, and the checkpoint).
+Official PyTorch files name nothing, so the config must name the model.
+"""
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LoadedModel", "normalize", "reconcile_model", "describe_model", "log_model", "parameter_count",
+           "load_model"]
+
+PathLike = Union[str, Path]
+
+
+def normalize(value: Any) -> Any:
+    """Plain Python containers and scalars (tuples as lists, numpy as Python), for comparisons."""
+    if isinstance(value, Mapping):
+        return {str(k): normalize(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [normalize(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return normalize(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _where(key: str, sources: Optional[Mapping[str, str]]) -> str:
+    source = (sources or {}).get(key) or (sources or {}).get(key.partition(".")[0])
+    if source == "command line":
+        return f"--{key}"
+    if source in (None, "default", "code"):
+        return key
+    return f"{source}: {key}"
+
+
+def _layout(checkpoint: PathLike) -> str:
+    from .checkpoint import detect_layout, read_checkpoint
+
+    try:
+        return f"its weights are in the {detect_layout(read_checkpoint(checkpoint)[0])} layout"
+    except ValueError as exc:
+        return str(exc)
+
+
+def reconcile_model(model: Optional[str], overrides: Mapping[str, Any], metadata: Mapping[str, Any],
+                    checkpoint: PathLike, sources: Optional[Mapping[str, str]] = None) -> Tuple[str, Dict[str, Any]]:
+    """The model name and overrides to build for ``checkpoint``: its own, plus config keys it does not set.
+
+    Raises ``ValueError`` naming both values when ``model`` or an override contradicts the checkpoint, and
+    when neither names a model.
+    """
+    stored_name = metadata.get("model")
+    if stored_name is None:
+        if model is None:
+            raise ValueError(f"{checkpoint} does not name its model ({_layout(checkpoint)}): pass --model NAME "
+                             "(and --model_overrides.KEY VALUE for a changed architecture)")
+        return model, dict(overrides)
+    if model is not None and model != stored_name:
+        raise ValueError(f"{_where('model', sources)} is {model!r} but {checkpoint} holds a {stored_name!r} model")
+    stored = metadata.get("model_overrides") or {}
+    if not isinstance(stored, Mapping):
+        raise ValueError(f"{checkpoint}: model_overrides metadata is not a mapping: {stored!r}")
+    for key, value in overrides.items():
+        if key in stored and normalize(stored[key]) != normalize(value):
+            raise ValueError(f"{_where('model_overrides.' + key, sources)} is {value!r} but {checkpoint} was "
+                             f"written with {key}: {normalize(stored[key])!r}")
+    return str(stored_name), {**dict(stored), **dict(overrides)}
+
+
+def parameter_count(net) -> int:
+    """Number of parameter values of a network."""
+    return int(sum(int(np.prod(p.shape)) for p in net.get_parameters()))
+
+
+def describe_model(name: str, overrides: Mapping[str, Any], net) -> str:
+    """``name``, every architecture value that differs from the registered default, and the parameter count."""
+    from .models import model_defaults
+
+    defaults = normalize(model_defaults(name))
+    changed = []
+    for key in sorted(overrides):
+        value = normalize(overrides[key])
+        if key not in defaults:
+            changed.append(f"{key} {value!r}")
+        elif defaults[key] != value:
+            changed.append(f"{key} {value!r} (default {defaults[key]!r})")
+    what = ", ".join(changed) if changed else "the registered architecture, no value changed"
+    return f"model {name}: {what}; {parameter_count(net):,} parameters"
+
+
+def log_model(name: str, overrides: Mapping[str, Any], net) -> None:
+    """Log :func:`describe_model` (once per run, by whoever builds the run's model)."""
+    logger.info("%s", describe_model(name, overrides, net))
+
+
+@dataclass
+class LoadedModel:
+    """A built and loaded network with the model name, overrides and data config it was resolved to."""
+
+    net: Any
+    metadata: Dict[str, Any]
+    name: str
+    overrides: Dict[str, Any]
+    data_config: Any  # dvt_ms.data.DataConfig
+
+
+def load_model(config: Mapping[str, Any], checkpoint: PathLike, sources: Optional[Mapping[str, str]] = None,
+               class_names: Optional[Sequence[str]] = None) -> LoadedModel:
+    """Build the model of ``config`` (``model``, ``model_overrides`` and the data keys) and ``checkpoint``.
+
+    The checkpoint's model and overrides are used, checked against the config (:func:`reconcile_model`);
+    the network is loaded strictly and checked for overrides that keep every shape
+    (:func:`dvt_ms.evaluate.check_checkpoint_model`); the data config is the checkpoint's, changed by the
+    config's ``crop_pct``/``interpolation``/``mean``/``std`` and by ``class_names``.
+    """
+    from .checkpoint import load_checkpoint, read_checkpoint
+    from .data.data_config import resolve_data_config
+    from .evaluate import check_checkpoint_model
+    from .models import create_model
+
+    _, stored = read_checkpoint(checkpoint)
+    name, overrides = reconcile_model(config.get("model"), config.get("model_overrides") or {}, stored,
+                                      checkpoint, sources)
+    net = create_model(name, cpu_kernels=config.get("cpu_kernels"), **overrides)
+    metadata = load_checkpoint(net, checkpoint)
+    check_checkpoint_model(metadata, name, overrides, checkpoint)
+    net.set_train(False)
+    metadata["model"], metadata["model_overrides"] = name, overrides
+    log_model(name, overrides, net)
+    data_config = resolve_data_config(name, net, stored=metadata.get("data_config"), config=config,
+                                      class_names=class_names, source=str(checkpoint))
+    return LoadedModel(net, metadata, name, overrides, data_config)
