@@ -130,6 +130,34 @@ def test_resume_is_strict_and_all_or_nothing(tmp_path):
     np.testing.assert_array_equal(fresh.fc.weight.asnumpy(), net.fc.weight.asnumpy())
 
 
+def test_a_checkpoint_written_after_a_resume_resumes_again(tmp_path):
+    """Scalar optimizer state (``adam_updates``) keeps its shape through any number of resumes."""
+    net, optimizer, ema = _parts()
+    shapes = {p.name: tuple(p.shape) for p in optimizer_state_params(optimizer)}
+    assert shapes["adam_updates"] == ()
+    manager = CheckpointManager(tmp_path, keep_last=None)
+    manager.save(net, optimizer, ema, epoch=1)
+    for epoch in (2, 3):  # resume a fresh model from the last file, save the next epoch, again
+        net, optimizer, ema = _parts()
+        assert manager.resume("auto", net, optimizer, ema)["epoch"] == epoch - 1
+        assert {p.name: tuple(p.shape) for p in optimizer_state_params(optimizer)} == shapes
+        manager.save(net, optimizer, ema, epoch=epoch)
+    saved = ms.load_checkpoint(str(tmp_path / "epoch_0003.ckpt"))
+    assert tuple(saved["optimizer.adam_updates"].shape) == ()
+
+
+def test_integer_values_for_a_float_parameter_are_refused(tmp_path):
+    net = _Small()
+    weights = {"fc.weight": np.ones((3, 4), np.int64), "fc.bias": np.zeros(3, np.float32),
+               "frozen": np.zeros(3, np.float32)}
+    path = tmp_path / "ints.ckpt"
+    save_checkpoint([{"name": k, "data": Tensor(v)} for k, v in weights.items()], path)
+    before = net.fc.weight.asnumpy().copy()
+    with pytest.raises(CheckpointError, match=r"ints.ckpt: fc.weight holds int64 values .* Float32"):
+        loader_module.load_checkpoint(net, path)
+    np.testing.assert_array_equal(net.fc.weight.asnumpy(), before)
+
+
 # --------------------------------------------------------------------------- exact continuation
 def _batches(count, start=0):
     for k in range(start, start + count):

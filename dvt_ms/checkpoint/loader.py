@@ -135,6 +135,35 @@ def check_finite(arrays: Mapping[str, np.ndarray], path: PathLike, prefix: str =
             raise CheckpointError(f"{path}: {prefix}{name} contains NaN or Inf")
 
 
+def check_dtypes(params: Iterable[ms.Parameter], weights: Mapping[str, np.ndarray], path: PathLike,
+                 prefix: str = "") -> None:
+    """Raise :class:`CheckpointError` naming the first float parameter that would get integer/bool values.
+
+    Casting an integer tensor into a float parameter "works" and silently turns e.g. a wrongly mapped
+    index table into weights; a checkpoint's values must be floating point wherever the model's are.
+    """
+    for param in params:
+        value = weights.get(param.name)
+        if value is None or param.dtype not in ms.common.dtype.float_type or np.issubdtype(value.dtype, np.floating):
+            continue
+        raise CheckpointError(f"{path}: {prefix}{param.name} holds {value.dtype} values but the model's parameter "
+                              f"is {param.dtype}: integer or boolean tensors are not loaded into float parameters")
+
+
+def param_array(value: np.ndarray, param: ms.Parameter) -> np.ndarray:
+    """``value`` as a C-contiguous array of exactly ``param``'s shape.
+
+    (``np.ascontiguousarray`` would turn a 0-d value into shape ``(1,)``, and the parameter would change
+    shape on every load: a scalar optimizer state saved after one resume no longer matched the model.)
+    Only a one-element ``(1,)``/``()`` difference is reshaped; the shapes were checked before.
+    """
+    array = np.array(value, order="C")
+    shape = tuple(param.shape)
+    if array.shape != shape and array.size == 1 and int(np.prod(shape)) == 1:
+        array = array.reshape(shape)
+    return array
+
+
 def check_compatible(net: nn.Cell, weights: Mapping[str, np.ndarray], path: PathLike,
                      exclude: Iterable[str] = ()) -> None:
     """Raise one :class:`CheckpointMismatchError` listing every missing, unexpected and misshapen key."""
@@ -156,8 +185,9 @@ def load_checkpoint(net: nn.Cell, path: PathLike, exclude: Iterable[str] = ()) -
     check_compatible(net, weights, path, excluded)
     params = [p for p in net.get_parameters() if p.name not in excluded]
     check_finite({p.name: weights[p.name] for p in params}, path, "parameter ")
+    check_dtypes(params, weights, path)
     for param in params:
-        param.set_data(ms.Tensor(np.ascontiguousarray(weights[param.name]), dtype=param.dtype))
+        param.set_data(ms.Tensor(param_array(weights[param.name], param), dtype=param.dtype))
     logger.info("loaded %d parameters from %s", len(weights) - len(excluded & set(weights)), path)
     return metadata
 

@@ -31,8 +31,8 @@ import numpy as np
 from mindspore import Tensor, nn
 
 from ..checkpoint.errors import CheckpointError
-from ..checkpoint.loader import (METADATA_KEY, _decode_metadata, check_compatible, check_finite, check_state,
-                                 read_checkpoint, save_checkpoint)
+from ..checkpoint.loader import (METADATA_KEY, _decode_metadata, check_compatible, check_dtypes, check_finite,
+                                 check_state, param_array, read_checkpoint, save_checkpoint)
 from ..utils.atomic import atomic_path
 from .ema import ModelEMA
 from .optim import optimizer_state_params
@@ -60,6 +60,16 @@ def _check_format(path: PathLike, metadata: Mapping[str, Any]) -> None:
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a training checkpoint (format {metadata.get('format')!r}, "
                               f"expected {FORMAT!r}); load plain weights with dvt_ms.load_checkpoint")
+
+
+def _scalar_shapes(state: Dict[str, np.ndarray], params) -> Dict[str, np.ndarray]:
+    """Read a one-element ``(1,)`` entry as the 0-d value a scalar state parameter holds.
+
+    Checkpoints written after a resume by earlier versions hold ``adam_updates`` as ``(1,)``; the value is
+    the same, so such files stay resumable.
+    """
+    shapes = {p.name: tuple(p.shape) for p in params}
+    return {k: (v.reshape(()) if shapes.get(k) == () and v.shape == (1,) else v) for k, v in state.items()}
 
 
 class CheckpointManager:
@@ -203,11 +213,13 @@ class CheckpointManager:
 
         check_compatible(net, net_w, path)
         check_finite(net_w, path)
+        check_dtypes(net.get_parameters(), net_w, path)
         opt_params = []
         if optimizer is not None:
             if not metadata.get("has_optimizer"):
                 raise CheckpointError(f"{path}: has no optimizer state to resume")
             opt_params = optimizer_state_params(optimizer)
+            opt_w = _scalar_shapes(opt_w, opt_params)
             check_state({p.name: tuple(p.shape) for p in opt_params}, opt_w,
                         f"{path}: optimizer state ({type(optimizer).__name__} vs {metadata.get('optimizer')}) "
                         "does not match:")
@@ -220,9 +232,9 @@ class CheckpointManager:
             check_finite(ema_w, path, EMA_PREFIX)
 
         for param in net.get_parameters():
-            param.set_data(Tensor(np.ascontiguousarray(net_w[param.name]), dtype=param.dtype))
+            param.set_data(Tensor(param_array(net_w[param.name], param), dtype=param.dtype))
         for param in opt_params:
-            param.set_data(Tensor(np.ascontiguousarray(opt_w[param.name]), dtype=param.dtype))
+            param.set_data(Tensor(param_array(opt_w[param.name], param), dtype=param.dtype))
         if ema is not None:
             ema.load(ema_w, updates=metadata.get("ema_updates"))
         self.best_metric = metadata.get("best_metric")
