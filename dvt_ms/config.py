@@ -36,6 +36,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 import yaml
 
 from .utils.atomic import atomic_path
+from .utils.yaml_io import load_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -282,7 +283,7 @@ def load_config_file(path: PathLike) -> Dict[str, Any]:
         raise ConfigError(f"{path}: no such config file")
     try:
         with open(path, "r", encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
+            data = load_yaml(handle)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
@@ -324,7 +325,7 @@ def _parse_flag(option: Option, text: str) -> Any:
         except ValueError:
             raise ValueError(f"expected a number, got {text!r}") from None
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except yaml.YAMLError as exc:
         raise ValueError(f"cannot parse {text!r} as YAML ({getattr(exc, 'problem', exc)})") from None
 

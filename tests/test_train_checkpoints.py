@@ -226,3 +226,28 @@ def test_metrics_jsonl_and_plot(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(metrics_module, "matplotlib_available", lambda: False)
     with pytest.raises(PlotUnavailable, match="pip install matplotlib"):
         plot_metrics(tmp_path / "metrics.jsonl", tmp_path / "other.png")
+
+
+def test_checkpoints_and_metrics_follow_the_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        net, optimizer, ema = _parts()
+        manager = CheckpointManager(tmp_path)
+        path = manager.save(net, optimizer, ema, epoch=1, metric=0.5)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+        assert stat.S_IMODE((tmp_path / "best.ckpt").stat().st_mode) == 0o644
+        log = MetricsLogger(tmp_path)
+        for epoch in (1, 2, 2):
+            log.log({"epoch": epoch})
+        os.chmod(log.path, 0o640)
+        log.drop_after(1)  # what a resume after epoch 1 does
+        assert [r["epoch"] for r in read_metrics(log.path)] == [1]
+        assert stat.S_IMODE(log.path.stat().st_mode) == 0o640
+        before = log.path.stat().st_mtime_ns, log.path.stat().st_ino
+        log.drop_after(1)  # nothing to drop: not rewritten
+        assert (log.path.stat().st_mtime_ns, log.path.stat().st_ino) == before
+    finally:
+        os.umask(old)
