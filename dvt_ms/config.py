@@ -645,6 +645,9 @@ TRAIN = Schema("training", [
            help="cap on the optimizer steps per epoch (quick runs, benchmarks); default: the whole shard"),
     Option("keep_checkpoints", int, default=3, validator=positive,
            help="epoch checkpoints kept (the newest ones); best.ckpt is kept as well"),
+    Option("save_interval_steps", int, default=0, validator=non_negative,
+           help="also write a step checkpoint every N steps inside an epoch (0: only at epoch ends and "
+                "when stopped by SIGTERM/SIGINT); resume continues from the newest"),
     Option("log_interval", int, default=50, validator=positive, help="progress line every N steps"),
     Option("distributed", bool, nullable=True,
            help="data parallel over msrun / rank-table workers; null: on when launched by msrun or with "
