@@ -19,11 +19,17 @@ Exit status: 0 done, 2 bad config/data/checkpoint or output folder in use (one l
 by a NaN/Inf loss, 130/143 stopped by SIGINT/SIGTERM (with a checkpoint).
 """
 import logging
+import signal
 import sys
 from pathlib import Path
 
+if __name__ == "__main__" and hasattr(signal, "pthread_sigmask"):
+    # before MindSpore starts its threads (they inherit the mask): see dvt_ms.train.interrupt
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dvt_ms.train.interrupt import route_sigint_to_thread  # noqa: E402
 from dvt_ms.utils.cli import quiet_mindspore, run_cli, setup_logging  # noqa: E402
 
 logger = logging.getLogger("train")
@@ -76,4 +82,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    route_sigint_to_thread()  # SIGINT is taken by a watcher thread, out of reach of MindSpore's handler
     run_cli(main)

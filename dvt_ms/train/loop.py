@@ -242,6 +242,7 @@ class Trainer:
         self.config = config
         self.dist = dist
         self.output_dir = Path(config.output_dir)
+        self._stop: Optional[StopSignals] = None
 
     # ---------------------------------------------------------------------------------------- set-up
     def setup(self) -> None:
@@ -497,6 +498,8 @@ class Trainer:
                     self._log_progress(epoch, steps, out, lr, keep_rate, now, timed_start, timed_steps,
                                        window_start, window_steps)
                     window_start, window_steps = now, 0
+                if self._stop is not None:
+                    self._stop.refresh()
                 interrupted = self._stop_agreed()
                 if interrupted:
                     break
@@ -527,7 +530,7 @@ class Trainer:
 
     def _stop_agreed(self) -> Optional[int]:
         """The stop signal if this rank or any other got one (an all-gather when distributed), else ``None``."""
-        stop = getattr(self, "_stop", None)
+        stop = self._stop
         local = stop.signum if stop is not None and stop.requested else 0
         if not self.dist.enabled:
             return local or None
