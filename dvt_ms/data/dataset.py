@@ -6,14 +6,16 @@ extension, sorted by name, exactly as MindData's ``ImageFolderDataset`` lists th
 
 Unreadable images. MindData's own ``Decode`` with ``set_error_samples_mode(SKIP)`` does skip corrupt and
 truncated files, but (MindSpore 2.10) it writes the offending image to ``./abnormal_image.jpg`` in the
-working directory, changes a process-wide setting, and only reports the skipped file in a C++ log line.
-So images are decoded by a Python map operation (PIL, which refuses truncated files) that also returns a
-``valid`` flag and the byte count. Invalid rows travel through the pipeline with a tiny placeholder
-image and are dropped by :class:`EvalDataset` when batches are read; every row is checked against the
-expected file (label and size), so the count and the names of the skipped files are exact. Resize,
-center crop, normalization and HWC->CHW are MindData's C++ operations.
+working directory, changes a process-wide setting, and only reports the skipped file in a C++ log line;
+and ``ImageFolderDataset`` reads the files itself, so a dangling link or a file the user may not read
+stops the whole pipeline. So the pipeline's source is the checked file list (:func:`file_source`: file
+index and label), and a Python map operation (:class:`ImageReader`) opens and decodes each file with
+:func:`dvt_ms.data.decode.read_rgb`, returning a ``valid`` flag and the file index. Invalid rows travel
+through the pipeline with a tiny placeholder image and are dropped by :class:`EvalDataset` when batches
+are read; every row carries its file index, so the count and the names of the skipped files are exact.
+Dangling links are listed (and then skipped and counted), not silently left out. Resize, center crop,
+normalization and HWC->CHW are MindData's C++ operations.
 """
-import io
 import logging
 import math
 import os
@@ -22,14 +24,16 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import ImageFile
+
+from .decode import decode_rgb, read_rgb
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD", "DatasetError", "ImageFolderInfo", "EvalDataset",
     "check_image_folder", "create_eval_dataset", "eval_transforms", "resize_size", "decode_image",
-    "load_image", "denormalize",
+    "load_image", "denormalize", "file_source", "ImageReader",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -68,7 +72,15 @@ class ImageFolderInfo:
 
 
 def _is_image(entry: os.DirEntry) -> bool:
-    return os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS and entry.is_file()
+    """An image file by extension; a dangling link counts too (it is then skipped as unreadable)."""
+    return os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS and (entry.is_file() or entry.is_symlink())
+
+
+def _size(entry: os.DirEntry) -> int:
+    try:
+        return entry.stat().st_size
+    except OSError:  # a dangling link
+        return 0
 
 
 def check_image_folder(root: PathLike, split: str, num_classes: Optional[int] = None) -> ImageFolderInfo:
@@ -109,7 +121,7 @@ def check_image_folder(root: PathLike, split: str, num_classes: Optional[int] = 
         for entry in images:
             files.append(Path(entry.path))
             labels.append(label)
-            sizes.append(entry.stat().st_size)
+            sizes.append(_size(entry))
             extensions.add(os.path.splitext(entry.name)[1])
     if empty:
         shown = ", ".join(str(split_dir / n) for n in empty[:10]) + (", ..." if len(empty) > 10 else "")
@@ -130,26 +142,57 @@ def decode_image(raw: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """
     data = np.asarray(raw).tobytes()
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            image = np.asarray(img.convert("RGB"), dtype=np.uint8)
-        if image.ndim != 3 or image.shape[0] == 0 or image.shape[1] == 0:
-            raise ValueError(f"empty image {image.shape}")
+        image = np.asarray(decode_rgb(data, f"a {len(data)}-byte image"), dtype=np.uint8)
         return image, np.array(True), np.array(len(data), dtype=np.int64)
-    except Exception as exc:  # noqa: BLE001 - any failure means "skip this file"
-        logger.debug("cannot decode a %d-byte image: %s", len(data), exc)
+    except OSError as exc:  # any failure means "skip this file"
+        logger.debug("%s", exc)
         return _PLACEHOLDER, np.array(False), np.array(len(data), dtype=np.int64)
 
 
 def load_image(path: PathLike) -> np.ndarray:
     """Read one image file as RGB ``uint8 [H, W, 3]``; raises :class:`DatasetError` naming the file."""
-    path = Path(path)
     try:
-        with Image.open(path) as img:
-            img.load()
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except Exception as exc:  # noqa: BLE001
-        raise DatasetError(f"{path}: cannot read the image ({exc})") from None
+        return np.asarray(read_rgb(path), dtype=np.uint8)
+    except OSError as exc:
+        raise DatasetError(f"cannot read the image: {exc}") from None
+
+
+class ImageReader:
+    """MindData map operation: file index -> ``(image uint8 [H, W, 3], valid, index)``; never raises.
+
+    An unreadable file (see :func:`~dvt_ms.data.decode.read_rgb`) gives a placeholder image and
+    ``valid = False``; the reason is logged at debug level (the pipelines report skipped files by name).
+    """
+
+    def __init__(self, info: ImageFolderInfo):
+        self.files = info.files
+
+    def __call__(self, index: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        i = int(index)
+        try:
+            image = np.asarray(read_rgb(self.files[i]), dtype=np.uint8)
+            return image, np.array(True), np.array(i, dtype=np.int64)
+        except OSError as exc:
+            logger.debug("%s", exc)
+            return _PLACEHOLDER, np.array(False), np.array(i, dtype=np.int64)
+
+
+def file_source(info: ImageFolderInfo, shuffle: bool = False, num_shards: Optional[int] = None,
+                shard_id: Optional[int] = None, sampler=None, num_parallel_workers: int = 1):
+    """MindData source of ``(index, label)`` rows over ``info``'s files (in ``info``'s order).
+
+    Sharding, shuffling and samplers behave as for MindData's ``ImageFolderDataset``: shard ``k`` of
+    ``S`` gets rows ``k, k + S, ...`` padded by wrapping around to ``ceil(N / S)``; the shuffle follows
+    the MindData seed.
+    """
+    import mindspore.dataset as ds
+
+    columns = {"index": np.arange(info.num_images, dtype=np.int64),
+               "label": np.asarray(info.labels, dtype=np.int32)}
+    kwargs = dict(num_parallel_workers=num_parallel_workers)
+    if sampler is not None:
+        return ds.NumpySlicesDataset(columns, sampler=sampler, **kwargs)
+    return ds.NumpySlicesDataset(columns, shuffle=shuffle, num_shards=num_shards, shard_id=shard_id, **kwargs)
 
 
 def resize_size(image_size: int, crop_pct: float = 0.875) -> int:
@@ -200,8 +243,8 @@ class EvalDataset:
     """Batches ``(images [B, 3, H, W] float32, labels [B] int64)`` of the readable images.
 
     Iterating reads the MindData pipeline (``dataset``) once, drops unreadable images and fills
-    ``skipped`` / ``skipped_files`` (exact after a full pass). Each row is checked against the file it
-    must come from (label and byte count); a mismatch raises ``RuntimeError`` instead of mislabelling.
+    ``skipped`` / ``skipped_files`` (exact after a full pass). Each row's file index is checked against
+    the expected order; a mismatch raises ``RuntimeError`` instead of mislabelling.
     """
 
     def __init__(self, dataset, info: ImageFolderInfo, rows: Sequence[int], real_rows: int, batch_size: int):
@@ -221,23 +264,18 @@ class EvalDataset:
     def __iter__(self) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
         skipped: List[str] = []
         seen = 0
-        expected_labels = np.asarray(self.info.labels, dtype=np.int64)
-        expected_sizes = np.asarray(self.info.sizes, dtype=np.int64)
-        for images, labels, valid, num_bytes in self.dataset.create_tuple_iterator(output_numpy=True,
-                                                                                   num_epochs=1):
+        for images, labels, valid, index in self.dataset.create_tuple_iterator(output_numpy=True, num_epochs=1):
             count = labels.shape[0]
             if seen + count > len(self.rows):
                 raise RuntimeError(f"{self.info.root}: MindData produced more rows than the "
                                    f"{len(self.rows)} expected")
             files = np.asarray(self.rows[seen:seen + count])
             keep = np.arange(count) + seen < self.real_rows  # drop shard padding
-            mismatch = (labels.astype(np.int64) != expected_labels[files]) | (num_bytes != expected_sizes[files])
+            mismatch = index.astype(np.int64) != files
             if mismatch.any():
                 i = int(np.argmax(mismatch))
-                raise RuntimeError(f"{self.info.root}: row {seen + i} does not match the expected file "
-                                   f"{self.info.files[files[i]]} (label {int(labels[i])} vs "
-                                   f"{expected_labels[files[i]]}, {int(num_bytes[i])} vs "
-                                   f"{expected_sizes[files[i]]} bytes); was the folder changed?")
+                raise RuntimeError(f"{self.info.root}: row {seen + i} is file {int(index[i])}, expected file "
+                                   f"{int(files[i])} ({self.info.files[files[i]]})")
             bad = keep & ~valid.astype(bool)
             skipped.extend(str(self.info.files[f]) for f in files[bad])
             keep &= valid.astype(bool)
@@ -263,7 +301,7 @@ def create_eval_dataset(split_dir: PathLike, batch_size: int, image_size: int = 
                         info: Optional[ImageFolderInfo] = None) -> EvalDataset:
     """Evaluation pipeline over ``split_dir`` (``ROOT/SPLIT``): deterministic order, no shuffling.
 
-    Decode (PIL, unreadable files flagged), ``Resize(int(image_size / crop_pct))``, ``CenterCrop``,
+    Read and decode (:func:`~dvt_ms.data.decode.read_rgb`, unreadable files flagged), ``Resize(int(image_size / crop_pct))``, ``CenterCrop``,
     ImageNet ``Normalize``, ``HWC2CHW``, ``batch(drop_remainder=False)``. ``indices`` restricts the
     dataset to those files (in that order); ``num_shards``/``shard_id`` read one shard. The folder is
     checked with :func:`check_image_folder` (against ``num_classes`` if given) unless ``info`` is passed.
@@ -278,8 +316,6 @@ def create_eval_dataset(split_dir: PathLike, batch_size: int, image_size: int = 
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         logger.warning("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set: truncated images will be used, "
                        "not skipped")
-    kwargs = dict(extensions=list(info.extensions), class_indexing=info.class_indexing,
-                  num_parallel_workers=num_parallel_workers)
     if indices is not None:
         if num_shards is not None:
             raise ValueError("indices and num_shards cannot be combined")
@@ -289,23 +325,21 @@ def create_eval_dataset(split_dir: PathLike, batch_size: int, image_size: int = 
         bad = [i for i in rows if not 0 <= i < info.num_images]
         if bad:
             raise ValueError(f"{split_dir}: indices {bad[:5]} out of range for {info.num_images} images")
-        source = ds.ImageFolderDataset(str(split_dir), sampler=ds.SubsetSampler(rows), **kwargs)
+        source = file_source(info, sampler=ds.SubsetSampler(rows))
         real = len(rows)
     elif num_shards is not None:
         if shard_id is None or not 0 <= shard_id < num_shards:
             raise ValueError(f"shard_id must be in [0, {num_shards}), got {shard_id!r}")
         rows, real = _shard_rows(info.num_images, num_shards, shard_id)
-        source = ds.ImageFolderDataset(str(split_dir), shuffle=False, num_shards=num_shards,
-                                       shard_id=shard_id, **kwargs)
+        source = file_source(info, num_shards=num_shards, shard_id=shard_id)
     else:
         if shard_id is not None:
             raise ValueError("shard_id needs num_shards")
         rows, real = list(range(info.num_images)), info.num_images
-        source = ds.ImageFolderDataset(str(split_dir), shuffle=False, **kwargs)
-    pipeline = source.map(decode_image, input_columns=["image"],
-                          output_columns=["image", "valid", "num_bytes"],
+        source = file_source(info)
+    pipeline = source.map(ImageReader(info), input_columns=["index"], output_columns=["image", "valid", "index"],
                           num_parallel_workers=num_parallel_workers)
-    pipeline = pipeline.project(["image", "label", "valid", "num_bytes"])
+    pipeline = pipeline.project(["image", "label", "valid", "index"])
     pipeline = pipeline.map(eval_transforms(image_size, crop_pct, interpolation), input_columns=["image"],
                             num_parallel_workers=num_parallel_workers)
     pipeline = pipeline.batch(batch_size, drop_remainder=False)
