@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 __all__ = ["decode_rgb", "read_rgb", "to_rgb"]
 
@@ -47,10 +47,13 @@ def decode_rgb(data: bytes, name: str = "image") -> Image.Image:
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()  # the pixels stay with the image once the buffer is closed
+    except UnidentifiedImageError:
+        raise OSError(f"{name}: cannot read the image (not an image format PIL knows, or {len(data)} bytes of "
+                      "garbage)") from None
     except OSError as exc:
-        raise OSError(f"{name}: not a readable image ({exc})") from None
+        raise OSError(f"{name}: cannot read the image ({exc})") from None
     except Exception as exc:  # noqa: BLE001 - PIL raises many kinds (SyntaxError, ValueError, DecompressionBomb)
-        raise OSError(f"{name}: not a readable image ({type(exc).__name__}: {exc})") from None
+        raise OSError(f"{name}: cannot read the image ({type(exc).__name__}: {exc})") from None
     rgb = to_rgb(image, name)
     if rgb.width == 0 or rgb.height == 0:
         raise OSError(f"{name}: empty image ({rgb.width}x{rgb.height})")
