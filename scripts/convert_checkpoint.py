@@ -1,9 +1,13 @@
 """Convert an official PyTorch checkpoint (DVT .pth.tar, EViT/DeiT .pth) into a MindSpore .ckpt.
 
-    python scripts/convert_checkpoint.py SRC DST --model NAME [--set key=value ...]
+    python scripts/convert_checkpoint.py SRC DST --model NAME [--weights model|model_ema] [--set key=value ...]
 
-The output keeps the checkpoint's metadata (flops, thresholds, ...) plus the model name and overrides,
-is written under a temporary name and renamed into place, and never replaces SRC.
+SRC: an official .pth/.pth.tar (also DeiT/EViT training files with args, optimizer and EMA), a
+.safetensors file (timm / Hugging Face hub), or a .ckpt. --weights picks the trained weights (default)
+or their EMA; the log says which was taken and what else the file held. The output keeps only the
+checkpoint's small metadata (epoch, flops, thresholds, args, ...; never the optimizer or the other
+weights) plus the model name and overrides, is written under a temporary name and renamed into place,
+and never replaces SRC.
 """
 import argparse
 import logging
@@ -24,6 +28,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("src", type=Path, help="official PyTorch checkpoint (.pth / .pth.tar) or .ckpt")
     parser.add_argument("dst", type=Path, help="MindSpore checkpoint to write (.ckpt)")
     parser.add_argument("--model", required=True, help="registered model name (see dvt_ms.list_models())")
+    parser.add_argument("--weights", choices=("model", "model_ema"), default="model",
+                        help="which weights of a training checkpoint to convert (default: model)")
     add_override_argument(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace DST if it already exists")
     parser.add_argument("--verbose", action="store_true")
@@ -54,8 +60,9 @@ def main(argv=None) -> int:
     if args.model not in list_models():
         raise ValueError(f"unknown model {args.model!r}; available: {', '.join(list_models())}")
     net = create_model(args.model, **overrides)
-    metadata = load_checkpoint(net, args.src)
-    metadata.update(model=args.model, model_overrides=overrides, converted_from=args.src.name)
+    metadata = load_checkpoint(net, args.src, weights=args.weights)
+    metadata.update(model=args.model, model_overrides=overrides, converted_from=args.src.name,
+                    converted_weights=args.weights)
     save_checkpoint(net, args.dst, metadata)
     params = list(net.get_parameters())
     logger.info("wrote %s: %d parameters, %d values, metadata keys: %s", args.dst, len(params),

@@ -35,8 +35,8 @@ import numpy as np
 from mindspore import Tensor, nn
 
 from ..checkpoint.errors import CheckpointError
-from ..checkpoint.loader import (METADATA_KEY, _decode_metadata, check_compatible, check_dtypes, check_finite,
-                                 check_state, param_array, read_checkpoint, save_checkpoint)
+from ..checkpoint.loader import (EMA_PREFIX, METADATA_KEY, _decode_metadata, check_compatible, check_dtypes,
+                                 check_finite, check_state, param_array, read_checkpoint, save_checkpoint)
 from ..utils.atomic import atomic_path
 from .ema import ModelEMA
 from .optim import optimizer_state_params
@@ -48,7 +48,6 @@ __all__ = ["CheckpointManager", "FORMAT", "OPTIMIZER_PREFIX", "EMA_PREFIX", "BES
 PathLike = Union[str, os.PathLike]
 FORMAT = "dvt_ms.train/1"
 OPTIMIZER_PREFIX = "optimizer."
-EMA_PREFIX = "ema."
 BEST_NAME = "best.ckpt"
 _EPOCH_FILE = re.compile(r"^epoch_(\d+)\.ckpt$")
 _STEP_FILE = re.compile(r"^epoch_(\d+)_step_(\d+)\.ckpt$")
