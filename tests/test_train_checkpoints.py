@@ -251,3 +251,20 @@ def test_checkpoints_and_metrics_follow_the_umask(tmp_path):
         assert (log.path.stat().st_mtime_ns, log.path.stat().st_ino) == before
     finally:
         os.umask(old)
+
+
+def test_step_checkpoints_are_the_newest_until_an_epoch_file_follows(tmp_path):
+    net, optimizer, ema = _parts()
+    manager = CheckpointManager(tmp_path, keep_last=2)
+    manager.save(net, optimizer, ema, epoch=1, global_step=0, metric=0.5)
+    first = manager.save(net, optimizer, ema, epoch=1, global_step=0, epoch_step=2, extra={"partial_epoch": {"sums": [2, 1.0]}})
+    second = manager.save(net, optimizer, ema, epoch=1, global_step=0, epoch_step=3)
+    assert second.name == "epoch_0002_step_000003.ckpt" and not first.exists()  # the older step file is superseded
+    assert manager.latest() == second
+    meta = CheckpointManager(tmp_path).resume("auto", *_parts())
+    assert (meta["epoch"], meta["epoch_step"]) == (1, 3)
+    assert CheckpointManager.read_metadata(second)["best_metric"] == 0.5  # a step file keeps the best so far
+    manager.save(net, optimizer, ema, epoch=2, global_step=0, metric=0.4)
+    assert _files(tmp_path) == ["best.ckpt", "epoch_0001.ckpt", "epoch_0002.ckpt"]
+    with pytest.raises(ValueError, match="no metric"):
+        manager.save(net, optimizer, ema, epoch=2, epoch_step=1, metric=0.3)

@@ -265,6 +265,17 @@ def test_rerun_refuses_to_overwrite_and_resume_auto_finds_nothing_left(short_run
     assert [r["epoch"] for r in records] == [1, 2]
 
 
+def test_save_interval_steps_writes_step_checkpoints_inside_an_epoch(tmp_path, data_dir, train_script, caplog):
+    out = tmp_path / "out"
+    with caplog.at_level(logging.INFO):
+        assert train_script.main(base_args(data_dir, out, epochs=1, save_interval_steps=2)) == 0
+    saved = re.findall(r"saved (\S+)", caplog.text)
+    assert [Path(p).name for p in saved] == ["epoch_0001_step_000002.ckpt", "epoch_0001.ckpt"]
+    assert "removed step checkpoint" in caplog.text  # superseded by the epoch file
+    assert sorted(p.name for p in out.iterdir()) == ["best.ckpt", "config.yaml", "epoch_0001.ckpt",
+                                                     "final_weights.ckpt", "metrics.jsonl"]
+
+
 def test_metrics_drop_after_keeps_the_resumed_epochs(tmp_path):
     from dvt_ms.train import MetricsLogger, read_metrics
 
