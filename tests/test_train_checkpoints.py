@@ -257,7 +257,8 @@ def test_step_checkpoints_are_the_newest_until_an_epoch_file_follows(tmp_path):
     net, optimizer, ema = _parts()
     manager = CheckpointManager(tmp_path, keep_last=2)
     manager.save(net, optimizer, ema, epoch=1, global_step=0, metric=0.5)
-    first = manager.save(net, optimizer, ema, epoch=1, global_step=0, epoch_step=2, extra={"partial_epoch": {"sums": [2, 1.0]}})
+    first = manager.save(net, optimizer, ema, epoch=1, global_step=0, epoch_step=2,
+                         extra={"partial_epoch": {"sums": [2, 1.0]}})
     second = manager.save(net, optimizer, ema, epoch=1, global_step=0, epoch_step=3)
     assert second.name == "epoch_0002_step_000003.ckpt" and not first.exists()  # the older step file is superseded
     assert manager.latest() == second

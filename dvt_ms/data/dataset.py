@@ -301,8 +301,8 @@ def create_eval_dataset(split_dir: PathLike, batch_size: int, image_size: int = 
                         info: Optional[ImageFolderInfo] = None) -> EvalDataset:
     """Evaluation pipeline over ``split_dir`` (``ROOT/SPLIT``): deterministic order, no shuffling.
 
-    Read and decode (:func:`~dvt_ms.data.decode.read_rgb`, unreadable files flagged), ``Resize(int(image_size / crop_pct))``, ``CenterCrop``,
-    ImageNet ``Normalize``, ``HWC2CHW``, ``batch(drop_remainder=False)``. ``indices`` restricts the
+    Read and decode (:func:`~dvt_ms.data.decode.read_rgb`, unreadable files flagged),
+    ``Resize(int(image_size / crop_pct))``, ``CenterCrop``, ImageNet ``Normalize``, ``HWC2CHW``, ``batch(drop_remainder=False)``. ``indices`` restricts the
     dataset to those files (in that order); ``num_shards``/``shard_id`` read one shard. The folder is
     checked with :func:`check_image_folder` (against ``num_classes`` if given) unless ``info`` is passed.
     """

@@ -18,8 +18,8 @@ folder and renamed into place, so an existing file is never lost to a failed sav
 leaves a partial ``epoch_*.ckpt``. ``best.ckpt`` is a copy of the epoch file with the best ``metric``
 (higher is better, e.g. the last exit's validation top-1), replaced the same way. Only the last
 ``keep_last`` epoch files are kept, and only the newest step file, until an epoch file after it is
-written. :meth:`CheckpointManager.latest` is the newest of all of them. Only ``rank`` 0 writes; every rank can resume (the folder must be
-shared).
+written. :meth:`CheckpointManager.latest` is the newest of all of them. Only ``rank`` 0 writes; every
+rank can resume (the folder must be shared).
 """
 import json
 import logging
@@ -51,7 +51,8 @@ OPTIMIZER_PREFIX = "optimizer."
 BEST_NAME = "best.ckpt"
 _EPOCH_FILE = re.compile(r"^epoch_(\d+)\.ckpt$")
 _STEP_FILE = re.compile(r"^epoch_(\d+)_step_(\d+)\.ckpt$")
-_RESERVED = frozenset({"format", "epoch", "epoch_step", "global_step", "metric", "best_metric", "best_epoch", "ema_updates",
+_RESERVED = frozenset({"format", "epoch", "epoch_step", "global_step", "metric", "best_metric", "best_epoch",
+                       "ema_updates",
                        "optimizer", "has_optimizer", "has_ema"})
 
 
@@ -234,7 +235,8 @@ class CheckpointManager:
 
         Strict and all-or-nothing: every part asked for must be in the file with matching names and
         shapes, or nothing is changed. Returns the metadata (``epoch`` is the last *finished* epoch,
-        ``epoch_step`` the steps done in the next one, ``global_step`` the next step's schedule index); ``None`` for ``"auto"`` with no checkpoint.
+        ``epoch_step`` the steps done in the next one, ``global_step`` the next step's schedule index);
+        ``None`` for ``"auto"`` with no checkpoint.
         """
         if str(path) == "auto":
             found = self.latest()

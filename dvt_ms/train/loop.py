@@ -26,9 +26,20 @@ data from epoch ``e + 1`` on as an uninterrupted run, and with one data worker i
 weights. Random numbers drawn inside the compiled graph (drop path) restart their stream in a new
 process, so with ``drop_path > 0`` a resumed run is equal in distribution, not bit for bit.
 
+A step checkpoint (every ``save_interval_steps``, and on a stop signal) also resumes exactly: the
+epoch's pipeline is rebuilt with its seed and read past the batches already trained on, and the
+epoch's loss sums so far come from the file.
+
+Interruptions and the output folder. :meth:`Trainer.run` takes SIGTERM/SIGINT (:mod:`.interrupt`):
+the step in progress finishes, the ranks agree on the stop (all-gather of the flag after every step,
+only when distributed), a step checkpoint is written and :class:`TrainingInterrupted` is raised (exit
+status ``128 + signal``). :meth:`Trainer.setup` takes ``output_dir/.lock`` (:mod:`.lock`, rank 0) and
+writes nothing: ``config.yaml`` is written, and later epochs' metrics dropped, only when a run starts
+training, so a refused or no-op resume leaves the folder as it was.
+
 Errors. A NaN/Inf loss stops the run with :class:`TrainingStopped` naming the global step and the last
-good checkpoint (which is never touched by a failing epoch: checkpoints are written only after a
-complete epoch, atomically).
+good checkpoint (which is never touched by a failing epoch: checkpoints are written atomically, after
+a complete epoch or at a step boundary).
 """
 import contextlib
 import logging
@@ -46,7 +57,8 @@ from .interrupt import StopSignals, TrainingInterrupted
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TRAIN_SCHEMA", "Trainer", "TrainingInterrupted", "TrainingStopped", "ValResult", "EpochResult", "classifier_head_names",
+__all__ = ["TRAIN_SCHEMA", "Trainer", "TrainingInterrupted", "TrainingStopped", "ValResult", "EpochResult",
+           "classifier_head_names",
            "ema_weights", "epoch_seed", "evaluate_shard", "load_pretrained", "reinit_fan_in", "resolve_train_config",
            "train_model_overrides"]
 
