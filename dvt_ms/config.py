@@ -47,6 +47,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 import yaml
 
 from .utils.atomic import atomic_path
+from .utils.yaml_io import load_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -299,7 +300,7 @@ def load_config_file(path: PathLike) -> Dict[str, Any]:
         raise ConfigError(f"{path}: no such config file")
     try:
         with open(path, "r", encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
+            data = load_yaml(handle)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
@@ -345,7 +346,7 @@ def _parse_text(option: Option, text: str) -> Any:
 
 def _yaml_value(text: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except yaml.YAMLError as exc:
         raise ValueError(f"cannot parse {text!r} as YAML ({getattr(exc, 'problem', exc)})") from None
 
@@ -852,6 +853,9 @@ TRAIN = Schema("training", [
            help="cap on the optimizer steps per epoch (quick runs, benchmarks); default: the whole shard"),
     Option("keep_checkpoints", int, default=3, validator=positive,
            help="epoch checkpoints kept (the newest ones); best.ckpt is kept as well"),
+    Option("save_interval_steps", int, default=0, validator=non_negative,
+           help="also write a step checkpoint every N steps inside an epoch (0: only at epoch ends and "
+                "when stopped by SIGTERM/SIGINT); resume continues from the newest"),
     Option("log_interval", int, default=50, validator=positive, help="progress line every N steps"),
     Option("distributed", bool, nullable=True,
            help="data parallel over msrun / rank-table workers; null: on when launched by msrun or with "

@@ -466,12 +466,10 @@ def load_image(path: Union[str, os.PathLike], image_size: int = 224) -> np.ndarr
     """
     from PIL import Image
 
+    from .data.decode import read_rgb
+
     resize, crop = eval_sizes(image_size)
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise OSError(f"{path}: cannot read the image ({exc})") from None
+    image = read_rgb(path)  # OSError naming the path; 16-bit images scaled to 8 bits
     width, height = image.size
     if width <= height:
         size = (resize, int(resize * height / width))

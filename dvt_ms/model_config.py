@@ -132,7 +132,7 @@ def load_model(config: Mapping[str, Any], checkpoint: PathLike, sources: Optiona
     name, overrides = reconcile_model(config.get("model"), config.get("model_overrides") or {}, stored,
                                       checkpoint, sources)
     net = create_model(name, cpu_kernels=config.get("cpu_kernels"), **overrides)
-    metadata = load_checkpoint(net, checkpoint)
+    metadata = load_checkpoint(net, checkpoint, weights=config.get("weights") or "model")
     check_checkpoint_model(metadata, name, overrides, checkpoint)
     net.set_train(False)
     metadata["model"], metadata["model_overrides"] = name, overrides

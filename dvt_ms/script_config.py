@@ -87,8 +87,11 @@ EXPORT = Schema("export", [
 #: scripts/convert_checkpoint.py
 CONVERT = Schema("conversion", [
     Option("src", str, nullable=True, positional=True, validator=non_empty,
-           help="official PyTorch checkpoint (.pth / .pth.tar) or .ckpt"),
+           help="official PyTorch checkpoint (.pth / .pth.tar), .safetensors, or .ckpt (official MindSpore DVT "
+                "or this project's)"),
     Option("dst", str, nullable=True, positional=True, validator=non_empty, help="MindSpore checkpoint to write (.ckpt)"),
+    Option("weights", str, default="model", choices=("model", "model_ema"),
+           help="which weights of a training checkpoint to convert: the trained ones or their EMA"),
     OVERWRITE,
 ])
 

@@ -130,6 +130,34 @@ def test_resume_is_strict_and_all_or_nothing(tmp_path):
     np.testing.assert_array_equal(fresh.fc.weight.asnumpy(), net.fc.weight.asnumpy())
 
 
+def test_a_checkpoint_written_after_a_resume_resumes_again(tmp_path):
+    """Scalar optimizer state (``adam_updates``) keeps its shape through any number of resumes."""
+    net, optimizer, ema = _parts()
+    shapes = {p.name: tuple(p.shape) for p in optimizer_state_params(optimizer)}
+    assert shapes["adam_updates"] == ()
+    manager = CheckpointManager(tmp_path, keep_last=None)
+    manager.save(net, optimizer, ema, epoch=1)
+    for epoch in (2, 3):  # resume a fresh model from the last file, save the next epoch, again
+        net, optimizer, ema = _parts()
+        assert manager.resume("auto", net, optimizer, ema)["epoch"] == epoch - 1
+        assert {p.name: tuple(p.shape) for p in optimizer_state_params(optimizer)} == shapes
+        manager.save(net, optimizer, ema, epoch=epoch)
+    saved = ms.load_checkpoint(str(tmp_path / "epoch_0003.ckpt"))
+    assert tuple(saved["optimizer.adam_updates"].shape) == ()
+
+
+def test_integer_values_for_a_float_parameter_are_refused(tmp_path):
+    net = _Small()
+    weights = {"fc.weight": np.ones((3, 4), np.int64), "fc.bias": np.zeros(3, np.float32),
+               "frozen": np.zeros(3, np.float32)}
+    path = tmp_path / "ints.ckpt"
+    save_checkpoint([{"name": k, "data": Tensor(v)} for k, v in weights.items()], path)
+    before = net.fc.weight.asnumpy().copy()
+    with pytest.raises(CheckpointError, match=r"ints.ckpt: fc.weight holds int64 values .* Float32"):
+        loader_module.load_checkpoint(net, path)
+    np.testing.assert_array_equal(net.fc.weight.asnumpy(), before)
+
+
 # --------------------------------------------------------------------------- exact continuation
 def _batches(count, start=0):
     for k in range(start, start + count):
@@ -198,3 +226,46 @@ def test_metrics_jsonl_and_plot(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(metrics_module, "matplotlib_available", lambda: False)
     with pytest.raises(PlotUnavailable, match="pip install matplotlib"):
         plot_metrics(tmp_path / "metrics.jsonl", tmp_path / "other.png")
+
+
+def test_checkpoints_and_metrics_follow_the_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        net, optimizer, ema = _parts()
+        manager = CheckpointManager(tmp_path)
+        path = manager.save(net, optimizer, ema, epoch=1, metric=0.5)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+        assert stat.S_IMODE((tmp_path / "best.ckpt").stat().st_mode) == 0o644
+        log = MetricsLogger(tmp_path)
+        for epoch in (1, 2, 2):
+            log.log({"epoch": epoch})
+        os.chmod(log.path, 0o640)
+        log.drop_after(1)  # what a resume after epoch 1 does
+        assert [r["epoch"] for r in read_metrics(log.path)] == [1]
+        assert stat.S_IMODE(log.path.stat().st_mode) == 0o640
+        before = log.path.stat().st_mtime_ns, log.path.stat().st_ino
+        log.drop_after(1)  # nothing to drop: not rewritten
+        assert (log.path.stat().st_mtime_ns, log.path.stat().st_ino) == before
+    finally:
+        os.umask(old)
+
+
+def test_step_checkpoints_are_the_newest_until_an_epoch_file_follows(tmp_path):
+    net, optimizer, ema = _parts()
+    manager = CheckpointManager(tmp_path, keep_last=2)
+    manager.save(net, optimizer, ema, epoch=1, global_step=0, metric=0.5)
+    first = manager.save(net, optimizer, ema, epoch=1, global_step=0, epoch_step=2,
+                         extra={"partial_epoch": {"sums": [2, 1.0]}})
+    second = manager.save(net, optimizer, ema, epoch=1, global_step=0, epoch_step=3)
+    assert second.name == "epoch_0002_step_000003.ckpt" and not first.exists()  # the older step file is superseded
+    assert manager.latest() == second
+    meta = CheckpointManager(tmp_path).resume("auto", *_parts())
+    assert (meta["epoch"], meta["epoch_step"]) == (1, 3)
+    assert CheckpointManager.read_metadata(second)["best_metric"] == 0.5  # a step file keeps the best so far
+    manager.save(net, optimizer, ema, epoch=2, global_step=0, metric=0.4)
+    assert _files(tmp_path) == ["best.ckpt", "epoch_0001.ckpt", "epoch_0002.ckpt"]
+    with pytest.raises(ValueError, match="no metric"):
+        manager.save(net, optimizer, ema, epoch=2, epoch_step=1, metric=0.3)

@@ -240,18 +240,40 @@ def test_short_run_leaves_no_stray_files(short_run):
     assert not list(short_run["work"].rglob("abnormal_image*"))
 
 
+def _snapshot(folder: Path) -> dict:
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns, p.stat().st_mode) for p in folder.iterdir()}
+
+
 def test_rerun_refuses_to_overwrite_and_resume_auto_finds_nothing_left(short_run, train_script, monkeypatch, capsys):
     monkeypatch.chdir(short_run["work"])
     args = base_args(short_run["data"], short_run["out"], keep_checkpoints=1, seed=3)
-    before = {p.name: p.stat().st_mtime_ns for p in short_run["out"].iterdir()}
+    before = _snapshot(short_run["out"])
     with pytest.raises(ValueError, match=r"already holds a run's checkpoint \(epoch_0002.ckpt\).*--resume auto"):
         train_script.main(args)
-    assert {p.name: p.stat().st_mtime_ns for p in short_run["out"].iterdir()} == before  # nothing touched
+    assert _snapshot(short_run["out"]) == before  # nothing touched
+    # a resume the checkpoint does not fit: refused, nothing written (config.yaml included)
+    other = base_args(short_run["data"], short_run["out"], keep_checkpoints=1, seed=4,
+                      model_overrides="{embed_dim: 64, depth: 1, num_heads: 2, mlp_ratio: 2.0, image_size: 64}")
+    assert train_script.main(other + ["--resume", "auto"]) == 2
+    assert "does not match DynamicVisionTransformer" in capsys.readouterr().err
+    assert _snapshot(short_run["out"]) == before
     capsys.readouterr()
-    assert train_script.main(args + ["--resume", "auto"]) == 0
+    assert train_script.main(args + ["--resume", "auto", "--epochs", "2"]) == 0  # a no-op resume: nothing written
     assert "final validation of dvt_deit_small (8 images" in capsys.readouterr().out
+    assert _snapshot(short_run["out"]) == before
     records = [json.loads(line) for line in (short_run["out"] / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
+
+
+def test_save_interval_steps_writes_step_checkpoints_inside_an_epoch(tmp_path, data_dir, train_script, caplog):
+    out = tmp_path / "out"
+    with caplog.at_level(logging.INFO):
+        assert train_script.main(base_args(data_dir, out, epochs=1, save_interval_steps=2)) == 0
+    saved = re.findall(r"saved (\S+)", caplog.text)
+    assert [Path(p).name for p in saved] == ["epoch_0001_step_000002.ckpt", "epoch_0001.ckpt"]
+    assert "removed step checkpoint" in caplog.text  # superseded by the epoch file
+    assert sorted(p.name for p in out.iterdir()) == ["best.ckpt", "config.yaml", "epoch_0001.ckpt",
+                                                     "final_weights.ckpt", "metrics.jsonl"]
 
 
 def test_metrics_drop_after_keeps_the_resumed_epochs(tmp_path):

@@ -188,6 +188,7 @@ ALLOWED_GLOBALS: Tuple[str, ...] = tuple(
         "numpy.dtype",
         "numpy.ndarray",
         "_codecs.encode",
+        "argparse.Namespace",
     ]
     + [f"{module}.{name}" for module in ("torch", "torch.cuda") for name in _STORAGE_TYPES]
     + [f"{module}.{name}" for module in _NUMPY_CORE_MODULES for name in ("scalar", "_reconstruct")]
@@ -283,6 +284,25 @@ def _rebuild_parameter_with_state(
     return _rebuild_parameter(data, requires_grad, backward_hooks)
 
 
+class PlainNamespace(dict):
+    """An ``argparse.Namespace`` (DeiT/EViT save their ``args``) read as plain data: a dict of its attributes.
+
+    The pickle creates it empty (``NEWOBJ``: ``dict.__new__``, nothing else runs) and hands the attributes
+    to :meth:`__setstate__`, which only accepts a dict with string keys. Its values are whatever the
+    rest of the restricted unpickler built, so the allow-list rules hold inside it too.
+    """
+
+    __slots__ = ()
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+            raise _Refusal("argparse.Namespace with a state that is not a dict of attributes")
+        self.update(state)
+
+    def __reduce__(self) -> Any:
+        return (dict, (dict(self),))
+
+
 def _ordered_dict(*args: Any) -> "collections.OrderedDict[Any, Any]":
     if len(args) > 1 or (args and not isinstance(args[0], (list, tuple, dict))):
         raise _Refusal("collections.OrderedDict called with unexpected arguments")
@@ -354,6 +374,7 @@ def _allowed_globals() -> Dict[Tuple[str, str], Any]:
     function("torch", "device", _torch_device)
     function("numpy", "dtype", _numpy_dtype)
     function("_codecs", "encode", _codecs_encode)
+    table[("argparse", "Namespace")] = PlainNamespace  # a type: the NEWOBJ opcode needs one
     ndarray_token = _Token("numpy.ndarray")
     table[("numpy", "ndarray")] = ndarray_token
     for module in _NUMPY_CORE_MODULES:

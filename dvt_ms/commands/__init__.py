@@ -53,4 +53,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         print(f"error: unknown command {args[0]!r}{hint}\n{_usage()}", file=sys.stderr)
         sys.exit(2)
+    if name == "train":  # as scripts/train.py: SIGINT to a watcher thread, not MindSpore's handler
+        from ..train.interrupt import route_sigint_to_thread
+
+        route_sigint_to_thread()
     run_script(COMMANDS[name], args[1:])

@@ -1,14 +1,17 @@
-"""Convert an official checkpoint (PyTorch DVT .pth.tar, EViT/DeiT .pth, MindSpore DVT .ckpt) into a .ckpt
-of this project.
+"""Convert an official checkpoint (PyTorch DVT .pth.tar, EViT/DeiT .pth, timm .safetensors, MindSpore DVT
+.ckpt) into a .ckpt of this project.
 
-    dvt-ms convert SRC DST [--model NAME] [--model_overrides.KEY VALUE ...] [--config FILE.yaml]
+    dvt-ms convert SRC DST [--model NAME] [--weights model|model_ema] [--model_overrides.KEY VALUE ...]
+                   [--config FILE.yaml]
                    [--crop_pct 0.875 --interpolation bicubic ...] [--overwrite]
     (or python scripts/convert_checkpoint.py ...)
 
 The output keeps the checkpoint's metadata (flops, thresholds, ...) plus the model name, its overrides
 and its data config (the model's evaluation preprocessing, changed by the config's crop_pct,
 interpolation, mean and std), is written under a temporary name and renamed into place, and never
-replaces SRC. --model may be left out for files that name their model, and for official MindSpore DVT
+replaces SRC. --weights picks a training file's trained weights (default) or their EMA; the log says which
+was taken and what else the file held, and only small metadata is kept (never the optimizer or the other
+weights). --model may be left out for files that name their model, and for official MindSpore DVT
 files, which are recognised from their keys (the log says which model was chosen). Every key is also a
 config-file key; see --help.
 """
@@ -54,7 +57,7 @@ def main(argv=None) -> int:
     ms.set_device("CPU")
     loaded = load_model({**args, "cpu_kernels": "off"}, src, args.sources)  # never run here
     net, metadata = loaded.net, dict(loaded.metadata)
-    metadata.update(converted_from=src.name, data_config=loaded.data_config.to_dict())
+    metadata.update(converted_from=src.name, converted_weights=args.weights, data_config=loaded.data_config.to_dict())
     save_checkpoint(net, dst, metadata)
     logger.info("wrote %s: %d parameters, %d values, metadata keys: %s", dst, len(list(net.get_parameters())),
                 parameter_count(net), ", ".join(sorted(metadata)))

@@ -11,7 +11,12 @@ gets config.yaml (the resolved config), epoch_XXXX.ckpt (the last keep_checkpoin
 (best last-exit val top-1), metrics.jsonl (one record per epoch) and final_weights.ckpt (plain weights
 for scripts/eval.py). Data parallel: scripts/run_msrun.sh or scripts/run_distributed_ascend.sh.
 
-Exit status: 0 done, 2 bad config/data/checkpoint (one line on stderr), 3 stopped by a NaN/Inf loss.
+SIGTERM/SIGINT (Ctrl-C): the current step is finished, a step checkpoint is written and one line says
+where the run stopped and how to resume (--resume auto continues mid-epoch, as if never stopped); a
+second signal stops at once. One run per output folder: a second one is refused while the first lives.
+
+Exit status: 0 done, 2 bad config/data/checkpoint or output folder in use (one line on stderr), 3 stopped
+by a NaN/Inf loss, 130/143 stopped by SIGINT/SIGTERM (with a checkpoint).
 """
 import logging
 import sys
@@ -44,7 +49,7 @@ def _print_results(results) -> None:
 
 def main(argv=None) -> int:
     quiet_mindspore()
-    from dvt_ms.train.loop import Trainer, TrainingStopped, resolve_train_config
+    from dvt_ms.train.loop import Trainer, TrainingInterrupted, TrainingStopped, resolve_train_config
 
     config = resolve_train_config(argv, description=__doc__)
     setup_logging(config.verbose)
@@ -54,6 +59,9 @@ def main(argv=None) -> int:
     trainer = Trainer(config)
     try:
         results = trainer.run()
+    except TrainingInterrupted as exc:
+        logger.warning("%s", exc)
+        return exc.exit_status
     except TrainingStopped as exc:
         logger.error("%s", exc)
         print(f"error: {exc}", file=sys.stderr)

@@ -6,15 +6,17 @@ extension, sorted by name, exactly as MindData's ``ImageFolderDataset`` lists th
 
 Unreadable images. MindData's own ``Decode`` with ``set_error_samples_mode(SKIP)`` does skip corrupt and
 truncated files, but (MindSpore 2.10) it writes the offending image to ``./abnormal_image.jpg`` in the
-working directory, changes a process-wide setting, and only reports the skipped file in a C++ log line.
-So images are decoded by a Python map operation (:func:`dvt_ms.data.decode.read_rgb`, the decoder of
-every script; PIL refuses truncated files) that also returns a ``valid`` flag and the byte count. Invalid rows travel through the pipeline with a tiny placeholder
-image and are dropped by :class:`EvalDataset` when batches are read; every row is checked against the
-expected file (label and size), so the count and the names of the skipped files are exact. The
-transform is :func:`dvt_ms.data.data_config.eval_transforms` of the run's data config (MindData's C++
-resize, center crop, normalization and HWC->CHW), the one every script uses.
+working directory, changes a process-wide setting, and only reports the skipped file in a C++ log line;
+and ``ImageFolderDataset`` reads the files itself, so a dangling link or a file the user may not read
+stops the whole pipeline. So the pipeline's source is the checked file list (:func:`file_source`: file
+index and label), and a Python map operation (:class:`ImageReader`) opens and decodes each file with
+:func:`dvt_ms.data.decode.read_rgb` (the decoder of every script), returning a ``valid`` flag and the file
+index. Invalid rows travel through the pipeline with a tiny placeholder image and are dropped by
+:class:`EvalDataset` when batches are read; every row carries its file index, so the count and the names
+of the skipped files are exact. Dangling links are listed (and then skipped and counted), not silently left
+out. The transform is :func:`dvt_ms.data.data_config.eval_transforms` of the run's data config (MindData's
+C++ resize, center crop, normalization and HWC->CHW), the one every script uses.
 """
-import io
 import logging
 import math
 import os
@@ -33,8 +35,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD", "DatasetError", "ImageFolderInfo", "EvalDataset",
-    "check_image_folder", "create_eval_dataset", "eval_transforms", "resize_size", "decode_image",
-    "load_image", "denormalize",
+    "check_image_folder", "create_eval_dataset", "eval_transforms", "resize_size", "load_image", "denormalize",
+    "file_source", "ImageReader",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -70,7 +72,15 @@ class ImageFolderInfo:
 
 
 def _is_image(entry: os.DirEntry) -> bool:
-    return os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS and entry.is_file()
+    """An image file by extension; a dangling link counts too (it is then skipped as unreadable)."""
+    return os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS and (entry.is_file() or entry.is_symlink())
+
+
+def _size(entry: os.DirEntry) -> int:
+    try:
+        return entry.stat().st_size
+    except OSError:  # a dangling link
+        return 0
 
 
 def check_image_folder(root: PathLike, split: str, num_classes: Optional[int] = None) -> ImageFolderInfo:
@@ -111,7 +121,7 @@ def check_image_folder(root: PathLike, split: str, num_classes: Optional[int] = 
         for entry in images:
             files.append(Path(entry.path))
             labels.append(label)
-            sizes.append(entry.stat().st_size)
+            sizes.append(_size(entry))
             extensions.add(os.path.splitext(entry.name)[1])
     if empty:
         shown = ", ".join(str(split_dir / n) for n in empty[:10]) + (", ..." if len(empty) > 10 else "")
@@ -124,29 +134,51 @@ def check_image_folder(root: PathLike, split: str, num_classes: Optional[int] = 
                            tuple(sorted(extensions)))
 
 
-def decode_image(raw: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Decode encoded image bytes to RGB ``uint8 [H, W, 3]``; never raises.
-
-    Returns ``(image, valid, num_bytes)``; an unreadable or truncated file gives a placeholder image and
-    ``valid = False``.
-    """
-    data = np.asarray(raw).tobytes()
-    try:
-        image = np.asarray(read_rgb(io.BytesIO(data)), dtype=np.uint8)
-        if image.ndim != 3 or image.shape[0] == 0 or image.shape[1] == 0:
-            raise ValueError(f"empty image {image.shape}")
-        return image, np.array(True), np.array(len(data), dtype=np.int64)
-    except Exception as exc:  # noqa: BLE001 - any failure means "skip this file"
-        logger.debug("cannot decode a %d-byte image: %s", len(data), exc)
-        return _PLACEHOLDER, np.array(False), np.array(len(data), dtype=np.int64)
-
-
 def load_image(path: PathLike) -> np.ndarray:
     """Read one image file as RGB ``uint8 [H, W, 3]``; raises :class:`DatasetError` naming the file."""
     try:
         return np.asarray(read_rgb(path), dtype=np.uint8)
     except OSError as exc:
         raise DatasetError(str(exc)) from None
+
+
+class ImageReader:
+    """MindData map operation: file index -> ``(image uint8 [H, W, 3], valid, index)``; never raises.
+
+    An unreadable file (see :func:`~dvt_ms.data.decode.read_rgb`) gives a placeholder image and
+    ``valid = False``; the reason is logged at debug level (the pipelines report skipped files by name).
+    """
+
+    def __init__(self, info: ImageFolderInfo):
+        self.files = info.files
+
+    def __call__(self, index: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        i = int(index)
+        try:
+            image = np.asarray(read_rgb(self.files[i]), dtype=np.uint8)
+            return image, np.array(True), np.array(i, dtype=np.int64)
+        except OSError as exc:
+            logger.debug("%s", exc)
+            return _PLACEHOLDER, np.array(False), np.array(i, dtype=np.int64)
+
+
+def file_source(info: ImageFolderInfo, shuffle: bool = False, num_shards: Optional[int] = None,
+                shard_id: Optional[int] = None, sampler=None, num_parallel_workers: int = 1):
+    """MindData source of ``(index, label)`` rows over ``info``'s files (in ``info``'s order).
+
+    Sharding, shuffling and samplers behave as for MindData's ``ImageFolderDataset``: shard ``k`` of
+    ``S`` gets rows ``k, k + S, ...`` padded by wrapping around to ``ceil(N / S)``; the shuffle follows
+    the MindData seed.
+    """
+    import mindspore.dataset as ds
+
+    columns = {"index": np.arange(info.num_images, dtype=np.int64),
+               "label": np.asarray(info.labels, dtype=np.int32)}
+    kwargs = dict(num_parallel_workers=num_parallel_workers)
+    if sampler is not None:
+        return ds.NumpySlicesDataset(columns, sampler=sampler, **kwargs)
+    return ds.NumpySlicesDataset(columns, shuffle=shuffle, num_shards=num_shards, shard_id=shard_id, **kwargs)
+
 
 
 def _shard_rows(num_files: int, num_shards: int, shard_id: int) -> Tuple[List[int], int]:
@@ -165,8 +197,8 @@ class EvalDataset:
     """Batches ``(images [B, 3, H, W] float32, labels [B] int64)`` of the readable images.
 
     Iterating reads the MindData pipeline (``dataset``) once, drops unreadable images and fills
-    ``skipped`` / ``skipped_files`` (exact after a full pass). Each row is checked against the file it
-    must come from (label and byte count); a mismatch raises ``RuntimeError`` instead of mislabelling.
+    ``skipped`` / ``skipped_files`` (exact after a full pass). Each row's file index is checked against
+    the expected order; a mismatch raises ``RuntimeError`` instead of mislabelling.
     """
 
     def __init__(self, dataset, info: ImageFolderInfo, rows: Sequence[int], real_rows: int, batch_size: int):
@@ -186,23 +218,18 @@ class EvalDataset:
     def __iter__(self) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
         skipped: List[str] = []
         seen = 0
-        expected_labels = np.asarray(self.info.labels, dtype=np.int64)
-        expected_sizes = np.asarray(self.info.sizes, dtype=np.int64)
-        for images, labels, valid, num_bytes in self.dataset.create_tuple_iterator(output_numpy=True,
-                                                                                   num_epochs=1):
+        for images, labels, valid, index in self.dataset.create_tuple_iterator(output_numpy=True, num_epochs=1):
             count = labels.shape[0]
             if seen + count > len(self.rows):
                 raise RuntimeError(f"{self.info.root}: MindData produced more rows than the "
                                    f"{len(self.rows)} expected")
             files = np.asarray(self.rows[seen:seen + count])
             keep = np.arange(count) + seen < self.real_rows  # drop shard padding
-            mismatch = (labels.astype(np.int64) != expected_labels[files]) | (num_bytes != expected_sizes[files])
+            mismatch = index.astype(np.int64) != files
             if mismatch.any():
                 i = int(np.argmax(mismatch))
-                raise RuntimeError(f"{self.info.root}: row {seen + i} does not match the expected file "
-                                   f"{self.info.files[files[i]]} (label {int(labels[i])} vs "
-                                   f"{expected_labels[files[i]]}, {int(num_bytes[i])} vs "
-                                   f"{expected_sizes[files[i]]} bytes); was the folder changed?")
+                raise RuntimeError(f"{self.info.root}: row {seen + i} is file {int(index[i])}, expected file "
+                                   f"{int(files[i])} ({self.info.files[files[i]]})")
             bad = keep & ~valid.astype(bool)
             skipped.extend(str(self.info.files[f]) for f in files[bad])
             keep &= valid.astype(bool)
@@ -228,10 +255,10 @@ def create_eval_dataset(split_dir: PathLike, batch_size: int, data_config: Union
                         info: Optional[ImageFolderInfo] = None) -> EvalDataset:
     """Evaluation pipeline over ``split_dir`` (``ROOT/SPLIT``): deterministic order, no shuffling.
 
-    Decode (:func:`read_rgb`, unreadable files flagged), ``eval_transforms(data_config)`` (resize,
-    center crop, normalize, HWC2CHW), ``batch(drop_remainder=False)``. ``data_config`` is the run's
-    :class:`DataConfig`; an image size instead builds the ImageNet defaults, changed by ``crop_pct`` and
-    ``interpolation``. ``indices`` restricts the
+    Read and decode (:func:`~dvt_ms.data.decode.read_rgb`, unreadable files flagged),
+    ``eval_transforms(data_config)`` (resize, center crop, normalize, HWC2CHW), ``batch(drop_remainder=False)``.
+    ``data_config`` is the run's :class:`DataConfig`; an image size instead builds the ImageNet defaults,
+    changed by ``crop_pct`` and ``interpolation``. ``indices`` restricts the
     dataset to those files (in that order); ``num_shards``/``shard_id`` read one shard. The folder is
     checked with :func:`check_image_folder` (against ``num_classes`` if given) unless ``info`` is passed.
     """
@@ -251,8 +278,6 @@ def create_eval_dataset(split_dir: PathLike, batch_size: int, data_config: Union
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         logger.warning("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set: truncated images will be used, "
                        "not skipped")
-    kwargs = dict(extensions=list(info.extensions), class_indexing=info.class_indexing,
-                  num_parallel_workers=num_parallel_workers)
     if indices is not None:
         if num_shards is not None:
             raise ValueError("indices and num_shards cannot be combined")
@@ -262,23 +287,21 @@ def create_eval_dataset(split_dir: PathLike, batch_size: int, data_config: Union
         bad = [i for i in rows if not 0 <= i < info.num_images]
         if bad:
             raise ValueError(f"{split_dir}: indices {bad[:5]} out of range for {info.num_images} images")
-        source = ds.ImageFolderDataset(str(split_dir), sampler=ds.SubsetSampler(rows), **kwargs)
+        source = file_source(info, sampler=ds.SubsetSampler(rows))
         real = len(rows)
     elif num_shards is not None:
         if shard_id is None or not 0 <= shard_id < num_shards:
             raise ValueError(f"shard_id must be in [0, {num_shards}), got {shard_id!r}")
         rows, real = _shard_rows(info.num_images, num_shards, shard_id)
-        source = ds.ImageFolderDataset(str(split_dir), shuffle=False, num_shards=num_shards,
-                                       shard_id=shard_id, **kwargs)
+        source = file_source(info, num_shards=num_shards, shard_id=shard_id)
     else:
         if shard_id is not None:
             raise ValueError("shard_id needs num_shards")
         rows, real = list(range(info.num_images)), info.num_images
-        source = ds.ImageFolderDataset(str(split_dir), shuffle=False, **kwargs)
-    pipeline = source.map(decode_image, input_columns=["image"],
-                          output_columns=["image", "valid", "num_bytes"],
+        source = file_source(info)
+    pipeline = source.map(ImageReader(info), input_columns=["index"], output_columns=["image", "valid", "index"],
                           num_parallel_workers=num_parallel_workers)
-    pipeline = pipeline.project(["image", "label", "valid", "num_bytes"])
+    pipeline = pipeline.project(["image", "label", "valid", "index"])
     pipeline = pipeline.map(eval_transforms(data_config), input_columns=["image"],
                             num_parallel_workers=num_parallel_workers)
     pipeline = pipeline.batch(batch_size, drop_remainder=False)

@@ -43,7 +43,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 import numpy as np
 from PIL import ImageFile
 
-from .dataset import IMAGENET_MEAN, IMAGENET_STD, ImageFolderInfo, check_image_folder, decode_image
+from .dataset import IMAGENET_MEAN, IMAGENET_STD, ImageFolderInfo, ImageReader, check_image_folder, file_source
 
 logger = logging.getLogger(__name__)
 
@@ -253,32 +253,26 @@ class SkippedImages:
     """Thread-safe record of the unreadable images met by a pipeline (MindData ``filter`` predicate).
 
     A corrupt file is met again every epoch (and MindData may run ahead into the next epoch), so the
-    record keeps distinct files: ``count`` and ``files`` do not grow with the number of epochs. Rows are
-    matched to files by (label, byte count), which names the file unless several files of one class
-    have exactly that size (then all candidates are listed).
+    record keeps distinct files: ``count`` and ``files`` do not grow with the number of epochs. Rows
+    carry their file index, so every file is named exactly.
     """
 
     def __init__(self, info: ImageFolderInfo):
         self.info = info
         self._lock = threading.Lock()
-        self._keys: Set[Tuple[int, int]] = set()
+        self._keys: Set[int] = set()
         self.events = 0
-        index: Dict[Tuple[int, int], List[str]] = {}
-        for path, label, size in zip(info.files, info.labels, info.sizes):
-            index.setdefault((label, size), []).append(str(path))
-        self._index = index
 
-    def __call__(self, valid: np.ndarray, label: np.ndarray, num_bytes: np.ndarray) -> bool:
+    def __call__(self, valid: np.ndarray, index: np.ndarray) -> bool:
         if bool(valid):
             return True
-        key = (int(label), int(num_bytes))
+        key = int(index)
         with self._lock:
             self.events += 1
             new = key not in self._keys
             self._keys.add(key)
         if new:
-            names = self._index.get(key, [f"<unknown {key[1]}-byte file of class {key[0]}>"])
-            logger.warning("%s: skipping unreadable image %s", self.info.root, " or ".join(names))
+            logger.warning("%s: skipping unreadable image %s", self.info.root, self.info.files[key])
         return False
 
     @property
@@ -289,10 +283,10 @@ class SkippedImages:
 
     @property
     def files(self) -> List[str]:
-        """Their paths (every candidate when a (label, size) pair is not unique)."""
+        """Their paths, in file order."""
         with self._lock:
             keys = sorted(self._keys)
-        return [name for key in keys for name in self._index.get(key, [f"<{key[1]}-byte file, class {key[0]}>"])]
+        return [str(self.info.files[key]) for key in keys]
 
 
 class TrainDataset:
@@ -419,12 +413,10 @@ def create_train_dataset(root_split_dir: PathLike, batch_size: int, num_classes:
         ds.config.set_seed(seed)
 
     skipped = SkippedImages(info)
-    source = ds.ImageFolderDataset(str(info.root), shuffle=True, num_shards=num_shards, shard_id=shard_id,
-                                   extensions=list(info.extensions), class_indexing=info.class_indexing,
-                                   num_parallel_workers=num_parallel_workers)
-    pipeline = source.map(decode_image, input_columns=["image"], output_columns=["image", "valid", "num_bytes"],
+    source = file_source(info, shuffle=True, num_shards=num_shards, shard_id=shard_id)
+    pipeline = source.map(ImageReader(info), input_columns=["index"], output_columns=["image", "valid", "index"],
                           num_parallel_workers=num_parallel_workers)
-    pipeline = pipeline.filter(skipped, input_columns=["valid", "label", "num_bytes"], num_parallel_workers=1)
+    pipeline = pipeline.filter(skipped, input_columns=["valid", "index"], num_parallel_workers=1)
     pipeline = pipeline.project(["image", "label"])
     pipeline = pipeline.map(image_ops, input_columns=["image"], num_parallel_workers=num_parallel_workers)
     if soft_targets:

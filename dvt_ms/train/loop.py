@@ -26,9 +26,20 @@ data from epoch ``e + 1`` on as an uninterrupted run, and with one data worker i
 weights. Random numbers drawn inside the compiled graph (drop path) restart their stream in a new
 process, so with ``drop_path > 0`` a resumed run is equal in distribution, not bit for bit.
 
+A step checkpoint (every ``save_interval_steps``, and on a stop signal) also resumes exactly: the
+epoch's pipeline is rebuilt with its seed and read past the batches already trained on, and the
+epoch's loss sums so far come from the file.
+
+Interruptions and the output folder. :meth:`Trainer.run` takes SIGTERM/SIGINT (:mod:`.interrupt`):
+the step in progress finishes, the ranks agree on the stop (all-gather of the flag after every step,
+only when distributed), a step checkpoint is written and :class:`TrainingInterrupted` is raised (exit
+status ``128 + signal``). :meth:`Trainer.setup` takes ``output_dir/.lock`` (:mod:`.lock`, rank 0) and
+writes nothing: ``config.yaml`` is written, and later epochs' metrics dropped, only when a run starts
+training, so a refused or no-op resume leaves the folder as it was.
+
 Errors. A NaN/Inf loss stops the run with :class:`TrainingStopped` naming the global step and the last
-good checkpoint (which is never touched by a failing epoch: checkpoints are written only after a
-complete epoch, atomically).
+good checkpoint (which is never touched by a failing epoch: checkpoints are written atomically, after
+a complete epoch or at a step boundary).
 """
 import contextlib
 import logging
@@ -42,10 +53,12 @@ import numpy as np
 
 from ..config import COMMON, TRAIN, Config, ConfigError, Option, Schema, _plot_suffix, resolve_config, save_config
 from .distributed import DistributedContext, init_distributed
+from .interrupt import StopSignals, TrainingInterrupted
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TRAIN_SCHEMA", "Trainer", "TrainingStopped", "ValResult", "EpochResult", "classifier_head_names",
+__all__ = ["TRAIN_SCHEMA", "Trainer", "TrainingInterrupted", "TrainingStopped", "ValResult", "EpochResult",
+           "classifier_head_names",
            "ema_weights", "epoch_seed", "evaluate_shard", "load_pretrained", "reinit_fan_in", "resolve_train_config",
            "train_model_overrides"]
 
@@ -165,6 +178,7 @@ class EpochResult:
     ema_val: Optional[ValResult] = None
     keep_rate: Optional[float] = None
     digest: Optional[str] = None
+    interrupted: Optional[int] = None  # the stop signal that ended the epoch early (a step checkpoint holds it)
 
 
 def evaluate_shard(net, data, batch_size: int, num_exits: int) -> np.ndarray:
@@ -240,6 +254,7 @@ class Trainer:
         self.config = config
         self.dist = dist
         self.output_dir = Path(config.output_dir)
+        self._stop: Optional[StopSignals] = None
 
     # ---------------------------------------------------------------------------------------- set-up
     def setup(self) -> None:
@@ -296,25 +311,26 @@ class Trainer:
         self._setup_step()
 
         from .checkpoints import CheckpointManager
+        from .lock import RunLock
         from .metrics import MetricsLogger
 
-        self.manager = CheckpointManager(self.output_dir, keep_last=config.keep_checkpoints, rank=dist.rank)
-        self.metrics = MetricsLogger(self.output_dir, rank=dist.rank)
-        self.start_epoch = 1
-        if config.resume:
-            self._resume()
-        else:
-            earlier = self.manager.latest()
-            if earlier is not None:
-                raise ValueError(f"{self.output_dir} already holds a run's checkpoint ({earlier.name}); pass "
-                                 "--resume auto to continue it, or choose another --output_dir")
-        self.metrics.drop_after(self.start_epoch - 1)
-        if dist.is_main:
-            header = (f"resolved config of {config.config_file or 'the command line'}; world size "
-                      f"{dist.world_size}, global batch {self.global_batch}, peak lr {self.peak_lr:.6g} "
-                      f"({config.lr_scaling} scaling of lr {config.lr:g} given for a global batch of "
-                      f"{config.lr_batch_size}); {self.steps_per_epoch} steps per epoch")
-            save_config(config, self.output_dir / CONFIG_NAME, header=header)
+        # nothing is written into output_dir before run() trains a step: a refused or no-op resume leaves
+        # it as it was; the lock (rank 0) keeps a second run out of it from here on
+        self.lock = RunLock(self.output_dir).acquire() if dist.is_main else None
+        try:
+            self.manager = CheckpointManager(self.output_dir, keep_last=config.keep_checkpoints, rank=dist.rank)
+            self.metrics = MetricsLogger(self.output_dir, rank=dist.rank)
+            self.start_epoch, self.start_step, self.partial = 1, 0, None
+            if config.resume:
+                self._resume()
+            else:
+                earlier = self.manager.latest()
+                if earlier is not None:
+                    raise ValueError(f"{self.output_dir} already holds a run's checkpoint ({earlier.name}); pass "
+                                     "--resume auto to continue it, or choose another --output_dir")
+        except BaseException:
+            self.close()
+            raise
         logger.info("%s: %d classes, %d exit(s) %s, image size %d; %d train / %d val images; global batch %d "
                     "(%d x %d worker(s)), %d steps/epoch, %d epochs (+%d cooldown), peak lr %.3g",
                     config.model, self.num_classes, self.num_exits, ", ".join(self.exit_names), self.image_size,
@@ -406,7 +422,13 @@ class Trainer:
 
             scaler.scale_value.set_data(Tensor(np.float32(saved["loss_scale"])))
         self.start_epoch = done + 1
-        logger.info("resuming after epoch %d at global step %d", done, self.step.global_step)
+        self.start_step = int(meta.get("epoch_step") or 0)
+        self.partial = (meta.get("partial_epoch") or {}).get("sums") if self.start_step else None
+        if self.start_step:
+            logger.info("resuming in epoch %d after step %d of %d at global step %d", self.start_epoch,
+                        self.start_step, self.steps_per_epoch, self.step.global_step)
+        else:
+            logger.info("resuming after epoch %d at global step %d", done, self.step.global_step)
 
     # ---------------------------------------------------------------------------------------- epochs
     def _train_data(self, epoch: int):
@@ -423,8 +445,15 @@ class Trainer:
             drop_remainder=True, scale=tuple(config.crop_scale), info=self.train_info)
         return data
 
-    def train_epoch(self, epoch: int) -> EpochResult:
-        """One epoch of steps; raises :class:`TrainingStopped` on a non-finite loss."""
+    def train_epoch(self, epoch: int, start_step: int = 0, partial: Optional[Sequence[float]] = None) -> EpochResult:
+        """One epoch of steps; raises :class:`TrainingStopped` on a non-finite loss.
+
+        ``start_step`` > 0 continues an epoch from a step checkpoint: the epoch's pipeline (same seed, so
+        the same order and augmentations) is read past its first ``start_step`` batches, and ``partial``
+        (the checkpoint's summed ``[steps, loss, exit losses...]`` of those steps, over all ranks) is
+        carried by rank 0, so the epoch's record is the one of an uninterrupted epoch. A stop signal ends
+        the epoch after the current step with a step checkpoint (``EpochResult.interrupted``).
+        """
         from mindspore import Tensor
 
         from .step import NonFiniteError
@@ -432,16 +461,27 @@ class Trainer:
         config, dist = self.config, self.dist
         data = self._train_data(epoch)
         iterator = data.dataset.create_tuple_iterator(output_numpy=True, num_epochs=1)
-        loss_sums = np.zeros(self.num_exits)
-        total_sum = 0.0
-        steps = 0
+        # this rank's [steps, loss sum, exit loss sums...]; rank 0 also carries a resumed epoch's earlier steps
+        acc = np.zeros(2 + self.num_exits)
+        if partial is not None and dist.is_main:
+            if len(partial) != acc.size:
+                raise ValueError(f"the step checkpoint's partial epoch has {len(partial)} sums, expected {acc.size}")
+            acc[:] = np.asarray(partial, dtype=np.float64)
+        steps = start_step
+        run_steps = 0
         start = time.perf_counter()
         timed_start, timed_steps = None, 0
         window_start, window_steps = start, 0
         lr = float("nan")
         keep_rate = None
+        interrupted = None
+        interval = config.save_interval_steps
         try:
-            for index in range(self.steps_per_epoch):
+            for _ in range(start_step):  # the batches the checkpointed part of the epoch trained on
+                if next(iterator, None) is None:
+                    raise RuntimeError(f"epoch {epoch}: the data ran out while skipping the {start_step} steps "
+                                       "done before the checkpoint; was the training folder changed?")
+            for index in range(start_step, self.steps_per_epoch):
                 batch = next(iterator, None)
                 if dist.enabled:  # every rank takes a step only if every rank has a batch
                     have = dist.all_reduce_sum([0.0 if batch is None else 1.0])[0]
@@ -461,10 +501,10 @@ class Trainer:
                     raise TrainingStopped(f"epoch {epoch}, step {index + 1}: {exc}; stopping the run, "
                                           f"{where}") from exc
                 steps += 1
-                loss_sums += np.asarray(out.exit_losses[:self.num_exits], dtype=np.float64)
-                total_sum += out.loss
+                run_steps += 1
+                acc += np.concatenate([[1.0, out.loss], np.asarray(out.exit_losses[:self.num_exits], np.float64)])
                 now = time.perf_counter()
-                if steps == 1:  # the first step compiles the graph: leave it out of the speed
+                if run_steps == 1:  # the first step compiles the graph: leave it out of the speed
                     timed_start = window_start = now
                     window_steps = 0
                 else:
@@ -474,23 +514,53 @@ class Trainer:
                     self._log_progress(epoch, steps, out, lr, keep_rate, now, timed_start, timed_steps,
                                        window_start, window_steps)
                     window_start, window_steps = now, 0
+                if self._stop is not None:
+                    self._stop.refresh()
+                interrupted = self._stop_agreed()
+                if interrupted:
+                    break
+                if interval and steps % interval == 0 and steps < self.steps_per_epoch:
+                    self._save_step(epoch, steps, acc, lr)
         finally:
             iterator.stop()
         elapsed = time.perf_counter() - start
+        if interrupted:
+            self._save_step(epoch, steps, acc, lr)
+            return EpochResult(epoch=epoch, train_loss=[], train_loss_total=math.nan, lr=lr, steps=steps,
+                               images_per_sec=math.nan, epoch_time=elapsed, skipped_images=0,
+                               global_step=self.step.global_step, keep_rate=keep_rate, interrupted=interrupted)
         skipped = data.skipped
-        sums = dist.all_reduce_sum(np.concatenate([[steps, skipped, total_sum], loss_sums]))
+        sums = dist.all_reduce_sum(np.concatenate([[acc[0], skipped, acc[1]], acc[2:]]))
         ranks_steps = max(sums[0], 1.0)
         mean_losses = (sums[3:] / ranks_steps).tolist()
         if timed_steps and timed_start is not None:
             speed = self.global_batch * timed_steps / (time.perf_counter() - timed_start)
         else:  # a single step: its time includes the graph compile, if any
-            speed = self.global_batch * steps / elapsed if steps else math.nan
+            speed = self.global_batch * run_steps / elapsed if run_steps else math.nan
         if steps < self.steps_per_epoch:
             logger.warning("epoch %d ended after %d of %d steps (unreadable images shortened a shard)", epoch,
                            steps, self.steps_per_epoch)
         return EpochResult(epoch=epoch, train_loss=mean_losses, train_loss_total=float(sums[2] / ranks_steps),
                            lr=lr, steps=steps, images_per_sec=speed, epoch_time=elapsed,
                            skipped_images=int(sums[1]), global_step=self.step.global_step, keep_rate=keep_rate)
+
+    def _stop_agreed(self) -> Optional[int]:
+        """The stop signal if this rank or any other got one (an all-gather when distributed), else ``None``."""
+        stop = self._stop
+        local = stop.signum if stop is not None and stop.requested else 0
+        if not self.dist.enabled:
+            return local or None
+        return int(self.dist.all_gather([local], exact_ints=True)[:, 0].max()) or None
+
+    def _save_step(self, epoch: int, steps: int, acc: np.ndarray, lr: float) -> Path:
+        """Step checkpoint after ``steps`` steps of ``epoch`` (every rank calls it; rank 0 writes)."""
+        sums = self.dist.all_reduce_sum(acc)  # every rank's steps and loss sums of this epoch so far
+        extra = self._extra(lr, None, partial_epoch=dict(sums=sums.tolist()))
+        self.manager.save(self.net, self.optimizer, self.ema, epoch - 1, self.step.global_step, extra=extra,
+                          epoch_step=steps)
+        if self.dist.enabled:  # no rank goes on (or exits) before rank 0's file is complete
+            self.dist.all_reduce_sum([0.0])
+        return self.manager.step_path(epoch, steps)
 
     def _log_progress(self, epoch, steps, out, lr, keep_rate, now, timed_start, timed_steps, window_start,
                       window_steps) -> None:
@@ -535,18 +605,21 @@ class Trainer:
             record["keep_rate"] = result.keep_rate
         return record
 
-    def _save(self, result: EpochResult) -> None:
+    def _extra(self, lr: float, val: Optional[ValResult], **more: Any) -> Dict[str, Any]:
+        """A checkpoint's metadata: model, config, training state (schedule, loss scale), validation."""
         config = self.config
         scaler = self.step.loss_scaler
         state = dict(steps_per_epoch=self.steps_per_epoch, global_batch=self.global_batch,
-                     world_size=self.dist.world_size, total_epochs=self.total_epochs, lr=result.lr,
+                     world_size=self.dist.world_size, total_epochs=self.total_epochs, lr=lr,
                      loss_scale=float(scaler.scale_value.asnumpy()) if scaler is not None else None)
-        extra = dict(model=config.model, model_overrides=dict(config.model_overrides, num_classes=self.num_classes),
-                     config=config.to_dict(), train_state=state, data_config=self.data_config.to_dict(),
-                     val_top1=result.val.top1 if result.val else None,
-                     val_top5=result.val.top5 if result.val else None)
+        return dict(more, model=config.model,
+                    model_overrides=dict(config.model_overrides, num_classes=self.num_classes),
+                    config=config.to_dict(), train_state=state, data_config=self.data_config.to_dict(),
+                    val_top1=val.top1 if val else None, val_top5=val.top5 if val else None)
+
+    def _save(self, result: EpochResult) -> None:
         self.manager.save(self.net, self.optimizer, self.ema, result.epoch, result.global_step,
-                          metric=result.val.top1[-1] if result.val else None, extra=extra)
+                          metric=result.val.top1[-1] if result.val else None, extra=self._extra(result.lr, result.val))
 
     def _plot(self) -> None:
         from ..plots import PlotUnavailable
@@ -570,16 +643,65 @@ class Trainer:
                     epoch=epoch, val_top1=val.top1, data_config=self.data_config.to_dict())
         return save_checkpoint(self.net, self.output_dir / WEIGHTS_NAME, meta)
 
+    def close(self) -> None:
+        """Release the output folder's lock (done by :meth:`run` when it ends, however it ends)."""
+        lock = getattr(self, "lock", None)
+        if lock is not None:
+            lock.release()
+
+    def _begin(self) -> None:
+        """The first writes of a run that trains: ``config.yaml``, and the metrics of later epochs dropped."""
+        config, dist = self.config, self.dist
+        self.metrics.drop_after(self.start_epoch - 1)
+        if dist.is_main:
+            header = (f"resolved config of {config.config_file or 'the command line'}; world size "
+                      f"{dist.world_size}, global batch {self.global_batch}, peak lr {self.peak_lr:.6g} "
+                      f"({config.lr_scaling} scaling of lr {config.lr:g} given for a global batch of "
+                      f"{config.lr_batch_size}); {self.steps_per_epoch} steps per epoch")
+            save_config(config, self.output_dir / CONFIG_NAME, header=header)
+
+    def _interrupted(self, signum: int, epoch: int, steps: Optional[int]) -> TrainingInterrupted:
+        """The exception (and its one log line, rank 0) of a run stopped by ``signum``."""
+        import signal
+
+        if steps is None:
+            where, path = f"after epoch {epoch}", self.manager.epoch_path(epoch)
+        else:
+            where, path = f"in epoch {epoch} after step {steps} of {self.steps_per_epoch}", \
+                self.manager.step_path(epoch, steps)
+        config_file = self.output_dir / CONFIG_NAME
+        message = (f"stopped by {signal.Signals(signum).name} {where} (global step {self.step.global_step}); "
+                   f"checkpoint {path}; resume with: python scripts/train.py --config {config_file} --resume auto "
+                   f"(or the same command with --resume auto)")
+        return TrainingInterrupted(message, signum)
+
     def run(self) -> Dict[str, Any]:
-        """Set up (if not done), train the remaining epochs, return the final results."""
+        """Set up (if not done), train the remaining epochs, return the final results.
+
+        SIGINT/SIGTERM stop the run after the current step with a step checkpoint
+        (:class:`TrainingInterrupted`; a second signal stops at once); the lock is released on any exit.
+        """
         if not hasattr(self, "step"):
             self.setup()
+        try:
+            with StopSignals() as self._stop:
+                return self._run()
+        finally:
+            self._stop = None
+            self.close()
+
+    def _run(self) -> Dict[str, Any]:
         config, dist = self.config, self.dist
         last: Optional[EpochResult] = None
         if self.start_epoch > self.total_epochs:
             logger.info("%s: all %d epochs are already done; nothing to train", self.output_dir, self.total_epochs)
+        else:
+            self._begin()
         for epoch in range(self.start_epoch, self.total_epochs + 1):
-            result = self.train_epoch(epoch)
+            first = epoch == self.start_epoch
+            result = self.train_epoch(epoch, self.start_step if first else 0, self.partial if first else None)
+            if result.interrupted:
+                raise self._interrupted(result.interrupted, epoch, result.steps)
             result.digest = dist.check_replicas(self.net)
             if dist.enabled:
                 logger.info("rank %d: weights identical on all %d ranks after epoch %d (digest %s)", dist.rank,
@@ -597,11 +719,20 @@ class Trainer:
                             result.images_per_sec, result.skipped_images)
             self.metrics.log(self._record(result))
             self._save(result)
+            if dist.enabled:  # no rank goes on (or exits) before rank 0's file is complete
+                dist.all_reduce_sum([0.0])
             if config.plot and dist.is_main:
                 self._plot()
             last = result
+            signum = self._stop_agreed()
+            if signum and epoch < self.total_epochs:
+                raise self._interrupted(signum, epoch, None)
         val = self.validate() if last is None else last.val
-        weights = self._write_weights(self.start_epoch - 1 if last is None else last.epoch, val)
+        existing = self.output_dir / WEIGHTS_NAME
+        if last is None and existing.is_file():  # nothing trained: the file is left as it is
+            weights = existing if dist.is_main else None
+        else:
+            weights = self._write_weights(self.start_epoch - 1 if last is None else last.epoch, val)
         return dict(model=config.model, exits=self.exit_names, epochs=self.total_epochs, val=val,
                     ema_val=None if last is None else last.ema_val, best_metric=self.manager.best_metric,
                     best_epoch=self.manager.best_epoch, output_dir=str(self.output_dir),

@@ -73,6 +73,9 @@ class MetricsLogger:
         if self.rank != 0 or not self.path.is_file():
             return
         kept = [r for r in read_metrics(self.path) if r["epoch"] <= epoch]
+        lines = [line for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if len(lines) == len(kept):
+            return  # one whole record per kept epoch and nothing after: the file is left untouched
         with atomic_path(self.path) as tmp_name:
             Path(tmp_name).write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in kept), encoding="utf-8")
 
