@@ -20,8 +20,9 @@ batch-shape strategies are offered:
   rows; the padding's outputs are dropped). Each (stage, bucket) compiles once, on first use; later
   remainders reuse the cached graphs. This is the faster mode once the buckets in use are compiled.
 
-The module also has the evaluation-time helpers of ``scripts/infer.py``: image preprocessing,
-building a model from a checkpoint and picking thresholds.
+The module also has the evaluation-time helpers of ``scripts/infer.py``: image batches (preprocessed by
+the model's data config, :mod:`dvt_ms.data.data_config`), building a model from a checkpoint and picking
+thresholds.
 """
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 
 from .budget import LAST_THRESHOLD, UNSET_THRESHOLD, exit_assignment, fit_thresholds
+from .data.data_config import IMAGE_EXTENSIONS, DataConfig
+from .data.data_config import load_image as load_eval_image
 from .evaluate import softmax
 from .models.cascade_spec import CascadeSpec
 from .models.dvt import CascadeStage, DynamicVisionTransformer
@@ -45,16 +48,12 @@ from .models.dvt import CascadeStage, DynamicVisionTransformer
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "AdaptiveClassifier", "EngineStage", "ExitResult", "SHAPE_MODES", "default_buckets", "stage_input_specs", "softmax", "topk", "exit_probabilities", "thresholds_for_fractions",
-    "calibrate_thresholds", "check_thresholds", "parse_thresholds", "budget_thresholds",
-    "model_from_checkpoint", "IMAGENET_MEAN", "IMAGENET_STD", "eval_sizes", "load_image", "iter_image_paths",
-    "iter_image_batches", "read_class_names", "exit_fraction_summary",
+    "AdaptiveClassifier", "EngineStage", "ExitResult", "SHAPE_MODES", "default_buckets", "stage_input_specs",
+    "softmax", "topk", "exit_probabilities", "thresholds_for_fractions", "calibrate_thresholds",
+    "check_thresholds", "parse_thresholds", "budget_thresholds", "model_from_checkpoint", "load_image",
+    "iter_image_paths", "iter_image_batches", "read_class_names", "exit_fraction_summary",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
-                              ".pgm", ".pbm"})
 SHAPE_MODES = ("dynamic", "buckets")
 DEFAULT_MAX_BUCKET = 64
 
@@ -453,35 +452,15 @@ def model_from_checkpoint(path: Union[str, os.PathLike], model_name: Optional[st
 # --------------------------------------------------------------------------------------------------
 # images
 # --------------------------------------------------------------------------------------------------
-def eval_sizes(image_size: int) -> Tuple[int, int]:
-    """``(resize, crop)`` of the evaluation transform: 256/224 of the crop for the shorter side."""
-    return image_size * 256 // 224, image_size
+def load_image(path: Union[str, os.PathLike], data_config: Union[DataConfig, int] = 224) -> np.ndarray:
+    """Read one image as the model's float32 ``[3, S, S]`` input: :func:`dvt_ms.data.data_config.load_image`.
 
-
-def load_image(path: Union[str, os.PathLike], image_size: int = 224) -> np.ndarray:
-    """Read an image as normalized float32 ``[3, image_size, image_size]``.
-
-    Shorter side resized (bicubic) to ``image_size * 256 / 224``, center crop of ``image_size``, RGB
-    scaled to [0, 1] and normalized with the ImageNet mean and std. Raises ``OSError`` if unreadable.
+    ``data_config`` is the run's :class:`DataConfig` (an image size gives the ImageNet defaults). Raises
+    ``OSError`` naming the file if it cannot be read.
     """
-    from PIL import Image
-
-    from .data.decode import read_rgb
-
-    resize, crop = eval_sizes(image_size)
-    image = read_rgb(path)  # OSError naming the path; 16-bit images scaled to 8 bits
-    width, height = image.size
-    if width <= height:
-        size = (resize, int(resize * height / width))
-    else:
-        size = (int(resize * width / height), resize)
-    image = image.resize(size, Image.BICUBIC)
-    left = int(round((size[0] - crop) / 2.0))
-    top = int(round((size[1] - crop) / 2.0))
-    image = image.crop((left, top, left + crop, top + crop))
-    pixels = np.asarray(image, dtype=np.float32) / 255.0
-    pixels = (pixels - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
-    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+    if not isinstance(data_config, DataConfig):
+        data_config = DataConfig(input_size=data_config)
+    return load_eval_image(path, data_config)
 
 
 def iter_image_paths(inputs: Iterable[Union[str, os.PathLike]]) -> Iterator[Path]:
@@ -501,10 +480,14 @@ def iter_image_paths(inputs: Iterable[Union[str, os.PathLike]]) -> Iterator[Path
             raise FileNotFoundError(f"{path}: no such file or directory")
 
 
-def iter_image_batches(paths: Iterable[Union[str, os.PathLike]], batch_size: int, image_size: int = 224,
+def iter_image_batches(paths: Iterable[Union[str, os.PathLike]], batch_size: int,
+                       data_config: Union[DataConfig, int] = 224,
                        ) -> Iterator[Tuple[List[Path], np.ndarray, List[Path]]]:
-    """Yield ``(paths, images [b, 3, S, S], skipped_paths)`` batches; unreadable files are logged and
-    skipped. A last batch with only skipped files has an empty image array."""
+    """Yield ``(paths, images [b, 3, S, S], skipped_paths)`` batches preprocessed by :func:`load_image`;
+    unreadable files are logged and skipped. A last batch with only skipped files has an empty image array."""
+    if not isinstance(data_config, DataConfig):
+        data_config = DataConfig(input_size=data_config)
+    image_size = data_config.input_size
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     good: List[Path] = []
@@ -512,7 +495,7 @@ def iter_image_batches(paths: Iterable[Union[str, os.PathLike]], batch_size: int
     skipped: List[Path] = []
     for path in paths:
         try:
-            arrays.append(load_image(path, image_size))
+            arrays.append(load_image(path, data_config))
             good.append(Path(path))
         except OSError as exc:
             logger.warning("skipping %s", exc)

@@ -82,7 +82,7 @@ def test_official_training_file_args_weights_choice_and_small_metadata(training_
 def test_converter_picks_the_weights_and_keeps_no_other_state(training_file, tmp_path):
     path, _, ema = training_file
     dst = tmp_path / "ema.ckpt"
-    overrides = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
+    overrides = [f"--model_overrides.{k}={v}" for k, v in TINY.items()]
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "convert_checkpoint.py"), str(path), str(dst),
                              "--model", "deit_tiny", "--weights", "model_ema"] + overrides,
                             capture_output=True, text=True, timeout=300)

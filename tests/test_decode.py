@@ -50,7 +50,7 @@ def test_16_bit_images_in_the_pipelines(tmp_path):
     for name, value in (("a", 30000), ("b", 10000)):
         (tmp_path / "val" / name).mkdir(parents=True)
         _save_16bit(tmp_path / "val" / name / "x.png", value)
-    data = create_eval_dataset(tmp_path / "val", 2, image_size=32, num_parallel_workers=1)
+    data = create_eval_dataset(tmp_path / "val", 2, 32, num_parallel_workers=1)
     images = np.concatenate([batch for batch, _ in data])
     greys = images[:, 0].mean(axis=(1, 2)) * IMAGENET_STD[0] * 255 + IMAGENET_MEAN[0] * 255
     np.testing.assert_allclose(greys, [117, 39], atol=0.5)  # round(10000 / 257) = 39
@@ -103,13 +103,13 @@ def test_unreadable_files_are_skipped_and_counted_everywhere(unreadable):
     assert labels.size == 6 and train.skipped == 2
     assert set(train.skipped_files) == {p.format("train") for p in expected}
 
-    val = create_eval_dataset(root / "val", 4, image_size=32, num_parallel_workers=1)
+    val = create_eval_dataset(root / "val", 4, 32, num_parallel_workers=1)
     labels = np.concatenate([labels for _, labels in val])
     assert sorted(labels.tolist()) == [0, 0, 0, 1, 1, 1] and val.skipped == 2
     assert set(val.skipped_files) == {p.format("val") for p in expected}
 
     files = sorted((root / "val").rglob("*.png"))
-    batches = list(iter_image_batches(files, 3, image_size=32))
+    batches = list(iter_image_batches(files, 3, 32))
     skipped = {str(p) for _, _, s in batches for p in s}
     assert skipped == {p.format("val") for p in expected}
     assert sum(len(paths) for paths, _, _ in batches) == 6

@@ -10,8 +10,7 @@ from dvt_ms.checkpoint import (CheckpointError, CheckpointMismatchError, detect_
                                map_mindspore_key, map_mindspore_state_dict, read_checkpoint,
                                split_optimizer_state)
 from dvt_ms.layers import Attention, PatchEmbed
-from dvt_ms.models.dvt import DynamicVisionTransformer
-from dvt_ms.models.tokenizers import PatchTokenizer
+from dvt_ms import create_model
 from tests.dvtms_reference import official_shapes, random_official_params, write_official_ckpt
 
 DEIT_S = dict(embed_dim=384, depth=12, num_heads=6, dim_head=64, mlp_dim=1536, num_classes=1001)
@@ -107,9 +106,8 @@ def test_mapped_names_are_the_models_parameters(combo):
     feature, relation = COMBOS[combo]
     config = {**TINY, "feature_reuse": feature, "relation_reuse": relation}
     mapped = map_mindspore_state_dict(random_official_params(config, seed=0))
-    net = DynamicVisionTransformer((PatchTokenizer(32), PatchTokenizer(16)), feature_reuse=feature,
-                                   relation_reuse=relation, embed_dim=64, depth=2, num_heads=2,
-                                   mlp_ratio=2.0, num_classes=10, qkv_bias=True, norm_eps=1e-7)
+    net = create_model("dvt_mindspore_deit_small", feature_reuse=feature, relation_reuse=relation,
+                       embed_dim=64, depth=2, num_heads=2, mlp_ratio=2.0, num_classes=10)
     params = {p.name: tuple(p.shape) for p in net.get_parameters()}
     assert {k: tuple(v.shape) for k, v in mapped.items()} == params
 
@@ -234,9 +232,8 @@ def test_training_checkpoint_loads_with_optimizer_state_skipped(tmp_path, caplog
     for k, v in expected.items():
         np.testing.assert_array_equal(weights[k], v)
 
-    net = DynamicVisionTransformer((PatchTokenizer(32), PatchTokenizer(16)), feature_reuse=True,
-                                   relation_reuse=False, embed_dim=64, depth=1, num_heads=2,
-                                   mlp_ratio=2.0, num_classes=10, qkv_bias=True, norm_eps=1e-7)
+    net = create_model("dvt_mindspore_deit_small", feature_reuse=True, relation_reuse=False,
+                       embed_dim=64, depth=1, num_heads=2, mlp_ratio=2.0, num_classes=10)
     load_checkpoint(net, path)
     for p in net.get_parameters():
         np.testing.assert_array_equal(p.asnumpy(), expected[p.name])
@@ -250,9 +247,8 @@ def test_loading_stays_strict(tmp_path):
     params["normal_token.extra"] = np.ones(2, np.float32)
     path = tmp_path / "broken.ckpt"
     write_official_ckpt(path, params, optimizer_state=True)
-    net = DynamicVisionTransformer((PatchTokenizer(32), PatchTokenizer(16)), feature_reuse=False,
-                                   relation_reuse=True, embed_dim=64, depth=1, num_heads=2,
-                                   mlp_ratio=2.0, num_classes=10, qkv_bias=True, norm_eps=1e-7)
+    net = create_model("dvt_mindspore_deit_small", feature_reuse=False, relation_reuse=True,
+                       embed_dim=64, depth=1, num_heads=2, mlp_ratio=2.0, num_classes=10)
     with pytest.raises(CheckpointMismatchError) as info:
         load_checkpoint(net, path)
     message = str(info.value)
