@@ -192,3 +192,22 @@ def test_engine_and_export_on_the_official_network(reference, tmp_path):
     out1 = second(Tensor(x[:3]), out0[1], out0[2])
     np.testing.assert_allclose(out1[0].asnumpy() if isinstance(out1, tuple) else out1.asnumpy(), logits[1][:3],
                                rtol=0, atol=ATOL)
+
+
+def test_eval_from_the_official_file_alone_with_fewer_class_folders_than_outputs(reference, tmp_path, monkeypatch,
+                                                                                 caplog):
+    """The official network has one output more than the dataset has labels (1001 for ImageNet's 1000):
+    eval reads the official .ckpt with no model named, and counts the extra outputs as wrong."""
+    from .test_train_cli import make_image_folder
+
+    data = make_image_folder(tmp_path / "data", train_per_class=1, val_per_class=1, size=224,
+                             classes=tuple(f"c{i}" for i in range(9)))
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "results.json"
+    with caplog.at_level(logging.WARNING):
+        status = load_script("eval").main(["--checkpoint", str(reference["ckpt"]), "--data_dir", str(data),
+                                           "--output", str(out), "--num_parallel_workers", "1"])
+    assert status == 0
+    assert "has 9 class folders and the model 10 outputs: outputs 9..9 are no label here" in caplog.text
+    results = json.loads(out.read_text())
+    assert results["model"] == NAME and results["num_exits"] == 2 and len(results["anytime"]) == 2

@@ -150,10 +150,10 @@ def _model_modes(config) -> dict:
     if config.mode == "saved-thresholds":
         thresholds = stored_thresholds(metadata, config.checkpoint, n_exits)
     num_classes = model_num_classes(net)
-    val_info = check_image_folder(config.data_dir, config.val_split, num_classes)
+    val_info = check_image_folder(config.data_dir, config.val_split, num_classes, extra_outputs=True)
     train_info = None
     if config.mode == "fit":
-        train_info = check_image_folder(config.data_dir, config.train_split, num_classes)
+        train_info = check_image_folder(config.data_dir, config.train_split, num_classes, extra_outputs=True)
     if data_config.class_names is not None and tuple(val_info.classes) != data_config.class_names:
         diff = sorted(set(val_info.classes) ^ set(data_config.class_names))
         raise ValueError(f"{val_info.root}: its class folders are not the classes {config.checkpoint} was trained on "
