@@ -138,6 +138,7 @@ def _model_modes(config) -> dict:
     from dvt_ms.evaluate import (anytime_results, budget_results, exit_gmacs, exit_names, fit_subset_indices,
                                  model_num_classes, num_exits, stored_flops, stored_thresholds)
     from dvt_ms.model_config import load_model
+    from dvt_ms.models import model_extra_outputs
 
     loaded = load_model(config, config.checkpoint, config.sources)
     net, metadata, data_config, model = loaded.net, loaded.metadata, loaded.data_config, loaded.name
@@ -150,10 +151,11 @@ def _model_modes(config) -> dict:
     if config.mode == "saved-thresholds":
         thresholds = stored_thresholds(metadata, config.checkpoint, n_exits)
     num_classes = model_num_classes(net)
-    val_info = check_image_folder(config.data_dir, config.val_split, num_classes, extra_outputs=True)
+    extra = model_extra_outputs(model)
+    val_info = check_image_folder(config.data_dir, config.val_split, num_classes, extra)
     train_info = None
     if config.mode == "fit":
-        train_info = check_image_folder(config.data_dir, config.train_split, num_classes, extra_outputs=True)
+        train_info = check_image_folder(config.data_dir, config.train_split, num_classes, extra)
     if data_config.class_names is not None and tuple(val_info.classes) != data_config.class_names:
         diff = sorted(set(val_info.classes) ^ set(data_config.class_names))
         raise ValueError(f"{val_info.root}: its class folders are not the classes {config.checkpoint} was trained on "

@@ -84,14 +84,15 @@ def _size(entry: os.DirEntry) -> int:
 
 
 def check_image_folder(root: PathLike, split: str, num_classes: Optional[int] = None,
-                       extra_outputs: bool = False) -> ImageFolderInfo:
+                       extra_outputs: int = 0) -> ImageFolderInfo:
     """Check ``root/split`` is a usable ImageFolder and list it.
 
     Raises :class:`DatasetError` for a missing root or split folder, a split without class folders,
     class folders without images (all of them are named), or ``num_classes`` differing from the number
-    of class folders. With ``extra_outputs`` (evaluation), a model with more outputs than class folders
-    is accepted with a warning: the folders are labels 0..C-1 and the outputs past them are never right,
-    as the official MindSpore DVT's 1001 outputs are evaluated on ImageNet's 1000 classes.
+    of class folders. ``extra_outputs`` (a model's :func:`~dvt_ms.models.model_extra_outputs`, for
+    evaluation) also accepts ``num_classes - extra_outputs`` folders, with a warning: the folders are labels
+    0..C-1 and the outputs past them are never right, as the official MindSpore DVT's 1001 outputs are
+    evaluated on ImageNet's 1000 classes.
     """
     root = Path(root)
     if not root.is_dir():
@@ -130,7 +131,7 @@ def check_image_folder(root: PathLike, split: str, num_classes: Optional[int] = 
         shown = ", ".join(str(split_dir / n) for n in empty[:10]) + (", ..." if len(empty) > 10 else "")
         raise DatasetError(f"{split_dir}: {len(empty)} of {len(classes)} class folder(s) hold no images "
                            f"({'/'.join(IMAGE_EXTENSIONS)}): {shown}")
-    if extra_outputs and num_classes is not None and num_classes > len(classes):
+    if extra_outputs and num_classes is not None and num_classes - extra_outputs == len(classes):
         logger.warning("%s has %d class folders and the model %d outputs: outputs %d..%d are no label here "
                        "and count as wrong predictions", split_dir, len(classes), num_classes, len(classes),
                        num_classes - 1)

@@ -21,6 +21,7 @@ class _Entry:
     family: str
     cascade: bool  # built as a DynamicVisionTransformer (else a plain VisionTransformer)
     defaults: Mapping[str, Any]  # the architecture values its overrides change
+    extra_outputs: int  # outputs past the dataset's labels (the official MindSpore DVT: 1001 for 1000)
 
 
 _REGISTRY: Dict[str, _Entry] = {}
@@ -32,7 +33,7 @@ COMMON_OVERRIDES = frozenset({
 
 
 def register_model(name: str, family: str, extra_overrides: FrozenSet[str] = frozenset(), cascade: bool = False,
-                   defaults: Optional[Mapping[str, Any]] = None):
+                   defaults: Optional[Mapping[str, Any]] = None, extra_outputs: int = 0):
     """Register ``spec(**overrides) -> CascadeSpec`` under ``name``; ``defaults`` are the architecture values
     it uses when not overridden (reported by :func:`model_defaults`)."""
 
@@ -40,7 +41,7 @@ def register_model(name: str, family: str, extra_overrides: FrozenSet[str] = fro
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
         _REGISTRY[name] = _Entry(spec, COMMON_OVERRIDES | frozenset(extra_overrides), family, cascade,
-                                 dict(defaults or {}))
+                                 dict(defaults or {}), extra_outputs)
         return spec
 
     return decorator
@@ -65,6 +66,12 @@ def model_overrides(name: str) -> FrozenSet[str]:
 def model_defaults(name: str) -> Dict[str, Any]:
     """The registered architecture values of a model (what its overrides change), without building it."""
     return dict(_entry(name).defaults)
+
+
+def model_extra_outputs(name: str) -> int:
+    """Outputs a model has past its dataset's labels, by convention of its official code (evaluation accepts
+    that many fewer class folders): 1 for the official MindSpore DVT's 1001 outputs on ImageNet-1k."""
+    return _entry(name).extra_outputs
 
 
 def _entry(name: str) -> _Entry:

@@ -117,12 +117,13 @@ def _dvt_stages(fixed: Dict[str, Any], cfg: Dict[str, Any], tokenizers: Sequence
 
 
 def _register_dvt(name: str, arch: Dict[str, Any], fixed: Dict[str, Any], tokenizers: tuple,
-                  family_overrides: frozenset = frozenset(), last_stage_evit: bool = False) -> None:
+                  family_overrides: frozenset = frozenset(), last_stage_evit: bool = False,
+                  extra_outputs: int = 0) -> None:
     extra = _DVT_OVERRIDES | family_overrides | (_EVIT_OVERRIDES if last_stage_evit else frozenset())
     family_defaults = {**_DVT_DEFAULTS, **(_EVIT_DEFAULTS if last_stage_evit else {})}
 
     @register_model(name, family="dvt", extra_overrides=extra, cascade=True,
-                    defaults=_defaults(arch, family_defaults))
+                    defaults=_defaults(arch, family_defaults), extra_outputs=extra_outputs)
     def spec(**overrides: Any) -> CascadeSpec:
         cfg = _resolve(arch, family_defaults, overrides)
         stages = _dvt_stages(fixed, cfg, tokenizers)
@@ -141,6 +142,6 @@ for _depth in T2T_ARCHS:
                   frozenset({"token_dim"}))
 _register_dvt("dvt_deit_small", DEIT_ARCHS["small"], _DEIT, DVT_DEIT_TOKENIZERS)
 _register_dvt("dvt_mindspore_deit_small", {**DEIT_ARCHS["small"], "num_classes": 1001}, _MINDSPORE_DVT,
-              MINDSPORE_DVT_TOKENIZERS)
+              MINDSPORE_DVT_TOKENIZERS, extra_outputs=1)
 # DVT x EViT: the DeiT-S cascade whose last (14x14) stage prunes at blocks 3, 6 and 9 with token fusion.
 _register_dvt("dvt_evit_deit_small", DEIT_ARCHS["small"], _DEIT, DVT_DEIT_TOKENIZERS, last_stage_evit=True)
