@@ -21,6 +21,7 @@ from typing import Iterator, Optional, Tuple
 
 import mindspore as ms
 
+from ..config import PRECISIONS
 from .build import CPU_KERNEL_MODES, KernelBuildError, library_path
 
 logger = logging.getLogger(__name__)
@@ -29,8 +30,6 @@ __all__ = ["BF16_CPU_FLAGS", "KernelChoice", "PRECISIONS", "STOCK", "UsesKernels
            "cpu_supports_bf16", "default_mode"]
 
 ENV_MODE = "DVT_MS_CPU_KERNELS"
-#: the precisions a model can run in; the first is the default
-PRECISIONS = ("fp32", "bf16", "fp16")
 #: /proc/cpuinfo flags of the CPUs with bfloat16 dot products
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
