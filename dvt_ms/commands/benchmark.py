@@ -262,8 +262,7 @@ def mindspore_measurements(args: argparse.Namespace, images: Dict[int, "object"]
                            precision=precision)
         net.set_train(False)
         macs = count(net, args.image_size)[-1]
-        if net.kernels.precision != "fp32":
-            framework = f"{framework} {net.kernels.precision}"
+        label = framework if net.kernels.precision == "fp32" else f"{framework} {net.kernels.precision}"
         for batch in args.batch_sizes:
             x = Tensor(images[batch], ms.float32)
 
@@ -272,7 +271,7 @@ def mindspore_measurements(args: argparse.Namespace, images: Dict[int, "object"]
                 for t in (result if isinstance(result, (tuple, list)) else (result,)):
                     t.asnumpy()
 
-            out.append(Measurement(name, framework, batch, run, macs_per_image=macs))
+            out.append(Measurement(name, label, batch, run, macs_per_image=macs))
     return out
 
 
