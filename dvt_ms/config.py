@@ -58,6 +58,8 @@ __all__ = [
 ]
 
 PathLike = Union[str, os.PathLike]
+#: the precisions a model can run in (``precision``; dvt_ms.kernels.choice), the default first
+PRECISIONS = ("fp32", "bf16", "fp16")
 COMMAND_LINE = "command line"
 DEFAULT = "default"
 CODE = "code"
@@ -717,6 +719,10 @@ COMMON = Schema("model, data and runtime", [
     Option("ms_mode", str, default="graph", choices=("graph", "pynative"), help="MindSpore execution mode"),
     Option("cpu_kernels", str, default="auto", choices=("auto", "on", "off"),
            help="fused C++ kernels on CPU (dvt_ms.kernels): auto uses them if a C++ compiler is found"),
+    Option("precision", str, default="fp32", choices=PRECISIONS,
+           help="precision of eval/infer/export/benchmark: bf16 on CPU runs the matrix products in bfloat16 with "
+                "float32 accumulation (AVX512-BF16 or AMX; cpu_kernels auto falls back to fp32 without them); "
+                "on GPU/Ascend bf16/fp16 use MindSpore amp O1; fp16 is refused on CPU; training takes fp32 only"),
     Option("seed", int, default=0, validator=non_negative, help="random seed (e.g. the fit subset)"),
     Option("verbose", bool, default=False, help="debug logging"),
 ], checks=[_check_model_overrides, _reconcile_num_classes])
@@ -811,6 +817,10 @@ def model_num_exits(model: str, overrides: Optional[Mapping[str, Any]] = None) -
 def _check_training(values: Dict[str, Any], sources: Dict[str, str]) -> None:
     """Cross-key checks of the training section."""
     overrides = values["model_overrides"]
+    if values["precision"] != "fp32":
+        raise ConfigError(f"{_where('precision', sources)}: training runs in fp32 (precision is for eval, infer, "
+                          f"export and benchmark; got {values['precision']!r}); set mixed-precision training "
+                          "with amp_level")
     if "drop_path_rate" in overrides:
         raise ConfigError(f"{_where('model_overrides', sources)}: set the training drop path rate with the "
                           "drop_path key, not model_overrides.drop_path_rate")

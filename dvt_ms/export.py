@@ -95,6 +95,7 @@ def export_cascade(model: DynamicVisionTransformer, output_dir: Union[str, os.Pa
         path = out / _stage_file(k)
         with model.kernels.stock():  # a file for other machines; and the fused kernels need static shapes
             ms.export(cell, *specs, file_name=str(path.with_suffix("")), file_format=fmt)
+            file_precision = model.kernels.precision  # fp32 on CPU (MindSpore's ops), amp's elsewhere
         if not path.is_file():
             raise RuntimeError(f"MindSpore did not write {path}")
         inputs = []
@@ -131,6 +132,9 @@ def export_cascade(model: DynamicVisionTransformer, output_dir: Union[str, os.Pa
         "last_threshold": -1e8,
         "thresholds": thresholds,
         "flops": np.asarray(metadata["flops"]).tolist() if "flops" in metadata else None,
+        # the precision of the graphs in the files, and the one the model was built for (a CPU bf16 model
+        # is written with MindSpore's float32 ops, so its files are fp32)
+        "precision": {"files": file_precision, "model": model.kernels.model_precision},
         "stages": stages,
     }
     manifest_path = out / MANIFEST_NAME

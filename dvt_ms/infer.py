@@ -180,11 +180,22 @@ class AdaptiveClassifier:
     kernels run 20-30% slower with a dynamic batch dimension, see BENCHMARKS.md). The model is put in eval mode; its parameters are shared, not copied.
     With ``"dynamic"``, the stage graphs are compiled on MindSpore's own ops (the fused CPU kernels of
     :mod:`dvt_ms.kernels` need static shapes); the model itself keeps its kernels.
+
+    The engine runs in the precision the model was built with (``create_model(..., precision=...)``),
+    reported as :attr:`precision`; ``precision``, if given, must be that one. A CPU ``bf16`` model needs
+    ``"buckets"`` (MindSpore's own CPU ops, which ``"dynamic"`` compiles on, are float32).
     """
 
     def __init__(self, model: DynamicVisionTransformer, thresholds: Any, *, shape_mode: str = "buckets",
-                 buckets: Optional[Sequence[int]] = None):
+                 buckets: Optional[Sequence[int]] = None, precision: Optional[str] = None):
         self.model = _check_cascade(model)
+        kernels = model.kernels
+        if precision is not None and precision != kernels.model_precision:
+            raise ValueError(f"precision {precision!r}: the model was built for {kernels.model_precision!r}; "
+                             f"build it with create_model(..., precision={precision!r})")
+        if shape_mode == "dynamic" and kernels.model_precision != "fp32" and kernels.device_target == "CPU":
+            raise ValueError(f"shape_mode 'dynamic' runs on MindSpore's float32 CPU ops, not in "
+                             f"{kernels.model_precision}; use shape_mode 'buckets' or precision fp32")
         self.num_exits = int(model.num_exits)
         self.thresholds = check_thresholds(thresholds, self.num_exits)
         if shape_mode not in SHAPE_MODES:
@@ -207,6 +218,12 @@ class AdaptiveClassifier:
                 cell.set_inputs(*stage_input_specs(self.spec, k))
         # per stage: graph batch size -> number of calls (what ran, for tests and benchmarks)
         self.stage_batches: List[Dict[int, int]] = [{} for _ in self.cells]
+
+    @property
+    def precision(self) -> str:
+        """The precision the stage graphs run in (``fp32``, ``bf16``, ``fp16``)."""
+        with self._stage_ops():
+            return self.model.kernels.precision
 
     @staticmethod
     def _check_buckets(buckets: Sequence[int]) -> Tuple[int, ...]:
@@ -409,8 +426,10 @@ def budget_thresholds(metadata: Mapping[str, Any], budget_step: int, n_exits: in
 # --------------------------------------------------------------------------------------------------
 def model_from_checkpoint(path: Union[str, os.PathLike], model_name: Optional[str] = None,
                           overrides: Optional[Mapping[str, Any]] = None,
-                          cpu_kernels: Optional[str] = None) -> Tuple[nn.Cell, Dict[str, Any]]:
-    """Build the model a checkpoint was converted from and load it; returns ``(model, metadata)``.
+                          cpu_kernels: Optional[str] = None,
+                          precision: Optional[str] = None) -> Tuple[nn.Cell, Dict[str, Any]]:
+    """Build the model a checkpoint was converted from and load it, with ``cpu_kernels`` and ``precision``
+    (:func:`dvt_ms.models.create_model`); returns ``(model, metadata)``.
 
     A converted ``.ckpt`` names its model (``model``, ``model_overrides``), and so does an official MindSpore
     DVT ``.ckpt``, recognised from its keys; ``model_name``/``overrides`` must then agree with it. Official
@@ -440,8 +459,9 @@ def model_from_checkpoint(path: Union[str, os.PathLike], model_name: Optional[st
         raise ValueError(f"{path}: the checkpoint does not name its model ({layout}); pass --model (and --set ...)")
     if model_name not in list_models():
         raise ValueError(f"unknown model {model_name!r}; available: {', '.join(list_models())}")
-    net = create_model(model_name, cpu_kernels=cpu_kernels, **overrides)
-    logger.info("%s: %s%s", path, model_name, f" with {overrides}" if overrides else "")
+    net = create_model(model_name, cpu_kernels=cpu_kernels, precision=precision, **overrides)
+    logger.info("%s: %s%s, precision %s", path, model_name, f" with {overrides}" if overrides else "",
+                net.kernels.precision)
     metadata = load_checkpoint(net, path)
     metadata.setdefault("model", model_name)
     metadata.setdefault("model_overrides", overrides)

@@ -99,8 +99,11 @@ def describe_model(name: str, overrides: Mapping[str, Any], net) -> str:
 
 
 def log_model(name: str, overrides: Mapping[str, Any], net) -> None:
-    """Log :func:`describe_model` (once per run, by whoever builds the run's model)."""
-    logger.info("%s", describe_model(name, overrides, net))
+    """Log :func:`describe_model` and the precision and kernels the model runs on (once per run, by whoever
+    builds the run's model)."""
+    kernels = getattr(net, "kernels", None)
+    runs_on = f"; precision {kernels.precision}, {kernels.describe()}" if kernels is not None else ""
+    logger.info("%s%s", describe_model(name, overrides, net), runs_on)
 
 
 @dataclass
@@ -131,7 +134,7 @@ def load_model(config: Mapping[str, Any], checkpoint: PathLike, sources: Optiona
     _, stored = read_checkpoint(checkpoint)
     name, overrides = reconcile_model(config.get("model"), config.get("model_overrides") or {}, stored,
                                       checkpoint, sources)
-    net = create_model(name, cpu_kernels=config.get("cpu_kernels"), **overrides)
+    net = create_model(name, cpu_kernels=config.get("cpu_kernels"), precision=config.get("precision"), **overrides)
     metadata = load_checkpoint(net, checkpoint, weights=config.get("weights") or "model")
     check_checkpoint_model(metadata, name, overrides, checkpoint)
     net.set_train(False)

@@ -1,4 +1,5 @@
-"""Inference throughput (images/s, fp32, eval mode) of the MindSpore models, with a PyTorch baseline.
+"""Inference throughput (images/s, fp32 or --precision bf16, eval mode) of the MindSpore models, with a
+PyTorch baseline.
 
     dvt-ms benchmark [--models deit_small dvt_deit_small dvt_t2t_vit_12] [--batch_sizes 1 8]
                      [--rounds 4] [--seconds 5 | --iters N] [--json results.json]
@@ -17,7 +18,10 @@ kernels use (``runtime_num_threads``). The fastest call of a large MindSpore ``m
 GEMM peak used for model-FLOP utilization, MFU = 2 * MACs * images/s / peak, with MACs from
 ``dvt_ms.flops.count`` (the full cascade for DVT). The torch baseline computes attention explicitly
 (``q @ k^T``, softmax, ``@ v``) like the official DeiT code and the MindSpore model, not with a fused
-attention kernel.
+attention kernel. With ``--precision bf16`` the MindSpore models run in bf16 (:mod:`dvt_ms.kernels.choice`),
+the torch DeiT-S gets extra rows under ``torch.autocast("cpu", dtype=torch.bfloat16)``, a bf16 GEMM peak of
+the fused kernels' product is printed next to the fp32 one, and each row's MFU is against the peak of its
+own precision.
 
 The measurements are interleaved: each of ``--rounds`` rounds times every (model, batch) in turn, in a
 rotated order, so that ratios are taken under the same machine load. Every call is timed on its own
@@ -49,7 +53,8 @@ TORCH_NAME = "deit_small"
 FUSED_LABEL = "deit_small MS fused CPU kernels / MindSpore's ops"
 #: framework label of the MindSpore measurements built without the fused CPU kernels (--stock_baseline)
 STOCK = "mindspore-stock-ops"
-TARGETS = {"ms_over_torch": (8, 1.3), "dvt_over_deit": (8, 0.5)}  # (batch size, minimum ratio)
+TARGETS = {"ms_over_torch": (8, 1.3), "dvt_over_deit": (8, 0.5),  # (batch size, minimum ratio)
+           "bf16_ms_over_torch": (8, 1.2)}
 EXIT_TARGETS = {"realized_over_theoretical": 0.85, "evit_over_deit": 1.4}
 
 
@@ -196,10 +201,49 @@ def kernel_mode(mode: str, framework: str) -> str:
     return "off" if framework == STOCK else mode
 
 
-def kernels_description(mode: str) -> str:
+def kernels_description(mode: str, precision: str = "fp32") -> str:
     from dvt_ms.kernels import KernelChoice
 
-    return f"{mode}: {KernelChoice.resolve(mode).describe()} (the {STOCK} rows are built without them)"
+    choice = KernelChoice.resolve(mode, precision=precision)
+    return f"{mode}, precision {choice.precision}: {choice.describe()} (the {STOCK} rows are built without them)"
+
+
+def cpu_flags() -> str:
+    """The CPU's bfloat16-related flags (AVX512-BF16, AMX) from /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return "unknown (no /proc/cpuinfo)"
+    wanted = ["avx512f", "avx512_bf16", "amx_tile", "amx_bf16"]
+    return ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in wanted)
+
+
+def precision_of(m: "Measurement") -> str:
+    """``bf16`` for the bf16 rows (framework label ending in bf16 or bf16-autocast), else ``fp32``."""
+    return "bf16" if "bf16" in m.framework else "fp32"
+
+
+def fused_gemm(size: int, precision: str) -> Measurement:
+    """``[size, size] @ [size, size]^T`` on the fused kernels' dense product in ``precision``: the peak of the
+    bf16 rows (MindSpore's own matmul has no bf16 path on CPU)."""
+    import numpy as np
+    from mindspore import Tensor, nn
+
+    from dvt_ms.kernels import ops as fused_ops
+
+    op = fused_ops.project_op(precision=precision)
+
+    class Product(nn.Cell):
+        def construct(self, a, b):
+            return op(a, b)
+
+    rng = np.random.default_rng(0)
+    a = Tensor(rng.standard_normal((size, size), dtype=np.float32))
+    b = Tensor(rng.standard_normal((size, size), dtype=np.float32))
+    cell = Product()
+    return Measurement(f"gemm {size}^3", f"fused {precision}", 1, lambda: cell(a, b).asnumpy(),
+                       flops_per_call=2.0 * size ** 3)
 
 
 def mindspore_measurements(args: argparse.Namespace, images: Dict[int, "object"], models: List[str],
@@ -213,9 +257,12 @@ def mindspore_measurements(args: argparse.Namespace, images: Dict[int, "object"]
     out = []
     for name in models:
         logger.info("building %s (%s)", name, framework)
-        net = create_model(name, image_size=args.image_size, cpu_kernels=kernel_mode(args.cpu_kernels, framework))
+        precision = "fp32" if framework == STOCK else args.precision
+        net = create_model(name, image_size=args.image_size, cpu_kernels=kernel_mode(args.cpu_kernels, framework),
+                           precision=precision)
         net.set_train(False)
         macs = count(net, args.image_size)[-1]
+        label = framework if net.kernels.precision == "fp32" else f"{framework} {net.kernels.precision}"
         for batch in args.batch_sizes:
             x = Tensor(images[batch], ms.float32)
 
@@ -224,7 +271,7 @@ def mindspore_measurements(args: argparse.Namespace, images: Dict[int, "object"]
                 for t in (result if isinstance(result, (tuple, list)) else (result,)):
                     t.asnumpy()
 
-            out.append(Measurement(name, framework, batch, run, macs_per_image=macs))
+            out.append(Measurement(name, label, batch, run, macs_per_image=macs))
     return out
 
 
@@ -309,6 +356,12 @@ def torch_measurements(torch, args: argparse.Namespace, images: Dict[int, "objec
                 net(x)
 
         out.append(Measurement(TORCH_NAME, "torch", batch, run, macs_per_image=macs))
+        if args.precision == "bf16":
+            def run_bf16(x=x) -> None:
+                with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+                    net(x)
+
+            out.append(Measurement(TORCH_NAME, "torch bf16-autocast", batch, run_bf16, macs_per_image=macs))
     return out
 
 
@@ -327,7 +380,11 @@ def ratios(models: List[Measurement], batch_sizes: List[int]) -> List[dict]:
     pairs = [("ms_over_torch", "deit_small MS / torch", ("deit_small", "mindspore"), (TORCH_NAME, "torch")),
              ("dvt_over_deit", "dvt_deit_small / deit_small (MS)", ("dvt_deit_small", "mindspore"),
               ("deit_small", "mindspore")),
-             ("fused_over_stock", FUSED_LABEL, ("deit_small", "mindspore"), ("deit_small", STOCK))]
+             ("fused_over_stock", FUSED_LABEL, ("deit_small", "mindspore"), ("deit_small", STOCK)),
+             ("bf16_ms_over_torch", "deit_small MS bf16 / torch bf16 autocast", ("deit_small", "mindspore bf16"),
+              (TORCH_NAME, "torch bf16-autocast")),
+             ("bf16_dvt_over_deit", "dvt_deit_small / deit_small (MS bf16)", ("dvt_deit_small", "mindspore bf16"),
+              ("deit_small", "mindspore bf16"))]
     out = []
     for key, label, num, den in pairs:
         for batch in batch_sizes:
@@ -360,22 +417,29 @@ def print_ratio_table(ratio_rows: List[dict], title: str, best_column: str) -> N
               f"| {r['best_call_ratio']:.2f} | {target} | {met} |")
 
 
-def print_report(env: dict, models: List[Measurement], gemm: Measurement, ratio_rows: List[dict]) -> None:
-    peak = gemm_peak(gemm)
+def print_report(env: dict, models: List[Measurement], gemm: Measurement, ratio_rows: List[dict],
+                 bf16_gemm: Optional[Measurement] = None) -> None:
+    peaks = {"fp32": gemm_peak(gemm)}
     print()
     for key, value in env.items():
         print(f"{key:>26}: {value}")
-    print(f"{'fp32 GEMM peak (MS)':>26}: {peak / 1e9:.1f} GFLOP/s ({gemm.model}, best of {len(gemm.times)} "
-          f"calls; median {gemm.flops_per_call / gemm.median_s / 1e9:.1f}; threads used "
-          f"{statistics.median(gemm.threads_used):g}, cores busy {statistics.median(gemm.cpu_over_wall):.2f})")
+    for label, g in (("fp32 GEMM peak (MS)", gemm), ("bf16 GEMM peak (fused)", bf16_gemm)):
+        if g is None:
+            continue
+        print(f"{label:>26}: {gemm_peak(g) / 1e9:.1f} GFLOP/s ({g.model}, best of {len(g.times)} "
+              f"calls; median {g.flops_per_call / g.median_s / 1e9:.1f}; threads used "
+              f"{statistics.median(g.threads_used):g}, cores busy {statistics.median(g.cpu_over_wall):.2f})")
+    if bf16_gemm is not None:
+        peaks["bf16"] = gemm_peak(bf16_gemm)
+    print("(MFU of each row against the GEMM peak of its own precision)")
     print()
     header = ("| model | framework | batch | first call s | median ms/call | best ms/call | images/s | GMACs/img "
               "| MFU | calls | threads used | cores busy |")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for m in models:
-        mfu = 2 * m.macs_per_image * m.images_per_s / peak
-        compile_s = "-" if m.framework == "torch" else f"{m.first_call_s:.1f}"
+        mfu = 2 * m.macs_per_image * m.images_per_s / peaks.get(precision_of(m), peaks["fp32"])
+        compile_s = "-" if m.framework.startswith("torch") else f"{m.first_call_s:.1f}"
         print(f"| {m.model} | {m.framework} | {m.batch} | {compile_s} | {1e3 * m.median_s:.1f} | "
               f"{1e3 * min(m.times):.1f} | {m.images_per_s:.2f} | {m.macs_per_image / 1e9:.3f} | "
               f"{100 * mfu:.1f}% | {len(m.times)} | {statistics.median(m.threads_used):g} | "
@@ -774,6 +838,7 @@ def main(argv=None) -> int:
               for b in args.batch_sizes}
 
     gemm = mindspore_gemm(args.gemm_size)
+    bf16_gemm = fused_gemm(args.gemm_size, "bf16") if args.precision == "bf16" and device == "CPU" else None
     models = mindspore_measurements(args, images, args.models)
     if args.stock_baseline:
         models += mindspore_measurements(args, images, ["deit_small"], STOCK)
@@ -781,28 +846,34 @@ def main(argv=None) -> int:
     if torch is not None:
         models += torch_measurements(torch, args, images, deit_small_macs(models, args.image_size))
 
-    load_before, load_after = run_interleaved([gemm] + models, args)
+    load_before, load_after = run_interleaved([gemm] + ([bf16_gemm] if bf16_gemm else []) + models, args)
 
     env = {
         "device": device,
         "machine": f"{cpu_model()} ({platform.machine()}), {os.cpu_count()} logical CPUs",
+        "CPU flags": cpu_flags(),
         "mindspore": f"{ms.__version__}, CPU kernel threads (runtime_num_threads) = {ms_threads}",
-        "fused CPU kernels": kernels_description(args.cpu_kernels),
+        "fused CPU kernels": kernels_description(args.cpu_kernels, args.precision),
         "torch": "not used" if torch is None else
-                 f"{torch.__version__}, threads = {torch.get_num_threads()}, eager, inference_mode",
+                 f"{torch.__version__}, threads = {torch.get_num_threads()}, eager, inference_mode"
+                 + (", bf16 rows under torch.autocast" if args.precision == "bf16" else ""),
         "load average before/after": f"{load_before:.2f} / {load_after:.2f}",
         "timing": timing_description(args, "call"),
     }
     ratio_rows = ratios(models, args.batch_sizes)
-    print_report(env, models, gemm, ratio_rows)
+    print_report(env, models, gemm, ratio_rows, bf16_gemm)
     if args.json:
         peak = gemm_peak(gemm)
         payload = dict(
             args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             environment=env, gemm_peak_flops=peak, ratios=ratio_rows,
+            bf16_gemm_peak_flops=None if bf16_gemm is None else gemm_peak(bf16_gemm),
             results=[dict(model=m.model, framework=m.framework, batch=m.batch, first_call_s=m.first_call_s,
                           median_s=m.median_s, images_per_s=m.images_per_s, macs_per_image=m.macs_per_image,
-                          mfu=2 * m.macs_per_image * m.images_per_s / peak, times_s=m.times,
+                          precision=precision_of(m),
+                          mfu=2 * m.macs_per_image * m.images_per_s
+                          / (gemm_peak(bf16_gemm) if precision_of(m) == "bf16" and bf16_gemm else peak),
+                          times_s=m.times,
                           round_medians_s=m.round_medians, cpu_over_wall=m.cpu_over_wall,
                           threads_used=m.threads_used)
                      for m in models])

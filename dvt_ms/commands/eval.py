@@ -164,6 +164,8 @@ def _model_modes(config) -> dict:
         raise ValueError(f"{train_info.root} and {val_info.root} have different class folders")
 
     results = {"model": model, "model_overrides": loaded.overrides, "data_config": data_config.to_dict(),
+               "precision": {"requested": config.precision, "used": net.kernels.precision,
+                             "kernels": net.kernels.describe()},
                "num_exits": n_exits,
                "flops": {"gmacs_per_exit": gmacs, "gmacs_note": GMACS_NOTE,
                          "stored_per_exit": None if flops_stored is None else flops_stored.tolist(),

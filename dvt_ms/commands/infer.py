@@ -4,6 +4,7 @@
                  [--thresholds 0.8,0.6,-1e8 | --budget_step P] [--topk 5]
                  [--class_names FILE] [--output out.csv|out.json] [--batch_size 32]
                  [--device_target CPU|GPU|Ascend] [--shape_mode dynamic|buckets] [--cpu_kernels auto|on|off]
+                 [--precision fp32|bf16|fp16]
     (or python scripts/infer.py ...)
 
 The model comes from the checkpoint (a .ckpt written by this project names its model, architecture and
@@ -133,9 +134,9 @@ def main(argv=None) -> int:
         names = read_class_names(args.class_names, int(data_config.num_classes))
     elif data_config.class_names is not None:
         names = list(data_config.class_names)
-    engine = AdaptiveClassifier(net, thresholds, shape_mode=args.shape_mode)
-    logger.info("%s on %s, thresholds %s; preprocessing %s", loaded.name, device, [float(t) for t in thresholds],
-                {k: v for k, v in data_config.to_dict().items() if k != "class_names"})
+    engine = AdaptiveClassifier(net, thresholds, shape_mode=args.shape_mode)  # in the model's precision
+    logger.info("%s on %s in %s, thresholds %s; preprocessing %s", loaded.name, device, engine.precision,
+                [float(t) for t in thresholds], {k: v for k, v in data_config.to_dict().items() if k != "class_names"})
 
     records: List[Dict[str, Any]] = []
     skipped: List[str] = []

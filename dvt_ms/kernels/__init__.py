@@ -11,11 +11,14 @@ and the host CPU, so a shared home folder never serves a library built for anoth
 
 Whether a model uses them is a :class:`~dvt_ms.kernels.choice.KernelChoice`, resolved once when the
 model is built (``create_model(..., cpu_kernels="auto"|"on"|"off")``, the config key ``cpu_kernels``, or
-``$DVT_MS_CPU_KERNELS`` as the default mode) and held by the model as ``net.kernels``. GPU and Ascend
-always use MindSpore's ops.
+``$DVT_MS_CPU_KERNELS`` as the default mode) and held by the model as ``net.kernels``, with the model's
+precision (``create_model(..., precision="fp32"|"bf16"|"fp16")``, see :mod:`dvt_ms.kernels.choice`). GPU and
+Ascend always use MindSpore's ops, in the precision's mixed-precision mapping
+(:mod:`dvt_ms.kernels.precision`).
 """
 from .build import CPU_KERNEL_MODES, KernelBuildError, library_key, library_path
-from .choice import STOCK, KernelChoice, UsesKernels, default_mode
+from .choice import (BF16_CPU_FLAGS, PRECISIONS, STOCK, KernelChoice, UsesKernels, check_precision, cpu_bf16_flags,
+                     cpu_supports_bf16, default_mode)
 
-__all__ = ["CPU_KERNEL_MODES", "KernelBuildError", "KernelChoice", "STOCK", "UsesKernels", "default_mode", "library_key",
-           "library_path"]
+__all__ = ["BF16_CPU_FLAGS", "CPU_KERNEL_MODES", "KernelBuildError", "KernelChoice", "PRECISIONS", "STOCK",
+           "UsesKernels", "check_precision", "cpu_bf16_flags", "cpu_supports_bf16", "default_mode", "library_key", "library_path"]

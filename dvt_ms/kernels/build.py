@@ -17,6 +17,8 @@ __all__ = ["CPU_KERNEL_MODES", "KernelBuildError", "library_key", "library_path"
 
 CPU_KERNEL_MODES = ("auto", "on", "off")
 SOURCE = Path(__file__).with_name("cpu_ops.cc")
+#: files that SOURCE includes: part of the cache key
+INCLUDES = (Path(__file__).with_name("cpu_ops_bf16.inc"),)
 FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=c++14", "-pthread")
 ONEDNN = "libdnnl.so.3"
 
@@ -61,9 +63,10 @@ def _compile(compiler: str, target: Path) -> None:
 
 
 def library_key() -> str:
-    """Hash of the kernel source, the build flags, MindSpore and the host CPU: the cached library's name."""
+    """Hash of the kernel sources, the build flags, MindSpore and the host CPU: the cached library's name."""
     text = " ".join([*FLAGS, *_link_flags(), ms.__version__, _cpu_signature()])
-    return hashlib.sha256(SOURCE.read_bytes() + text.encode()).hexdigest()[:16]
+    sources = b"".join(path.read_bytes() for path in (SOURCE, *INCLUDES))
+    return hashlib.sha256(sources + text.encode()).hexdigest()[:16]
 
 
 def library_path() -> str:

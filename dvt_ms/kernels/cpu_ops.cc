@@ -1,5 +1,8 @@
 // Fused float32 CPU kernels, loaded by MindSpore as AOT custom operators (ops.Custom(func_type="aot")).
 // Every entry point has MindSpore's AOT signature: params holds the inputs, then the outputs.
+// The matrix-product kernels take a Precision: each is exported twice, as Name (float32 products) and
+// NameBf16 (bfloat16 operands, float32 accumulation and output), from one body. Inputs and outputs stay
+// float32 either way; the bfloat16 copies of the operands (weights included) are made per call.
 // Work is split into contiguous row ranges over a persistent pool of threads; each range is computed the
 // same way whatever the thread count, so results do not depend on timing. Dense layers call the sgemm of the
 // oneDNN library that MindSpore ships (linked at build time), on this file's threads.
@@ -15,8 +18,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 // oneDNN's threadpool interface (dnnl_threadpool_iface.hpp, oneDNN 3.x), declared here because
@@ -37,6 +42,41 @@ struct threadpool_iface {
 extern "C" int dnnl_threadpool_interop_sgemm(char transa, char transb, int64_t m, int64_t n, int64_t k, float alpha,
                                              const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
                                              float *c, int64_t ldc, void *threadpool);
+// The same with bfloat16 (uint16_t) A and B and float32 C, accumulating in float32.
+extern "C" int dnnl_threadpool_interop_gemm_bf16bf16f32(char transa, char transb, int64_t m, int64_t n, int64_t k,
+                                                        float alpha, const uint16_t *a, int64_t lda, const uint16_t *b,
+                                                        int64_t ldb, float beta, float *c, int64_t ldc,
+                                                        void *threadpool);
+
+// The oneDNN C API (dnnl.h, oneDNN 3.x) that bf16::Product uses for the matmul primitive. Handles are opaque
+// pointers, dims are int64_t[12], data types are dnnl_data_type_t values; each returns a dnnl_status_t.
+struct DnnlExecArg {
+  int arg;
+  void *memory;
+};
+extern "C" {
+int dnnl_get_effective_cpu_isa();
+int dnnl_engine_create(void **engine, int kind, size_t index);
+int dnnl_threadpool_interop_stream_create(void **stream, void *engine, void *threadpool);
+int dnnl_memory_desc_create_with_strides(void **desc, int ndims, const int64_t *dims, int data_type,
+                                         const int64_t *strides);
+int dnnl_primitive_attr_create(void **attr);
+int dnnl_primitive_attr_destroy(void *attr);
+int dnnl_post_ops_create(void **post_ops);
+int dnnl_post_ops_destroy(void *post_ops);
+int dnnl_post_ops_append_sum(void *post_ops, float scale, int32_t zero_point, int data_type);
+int dnnl_primitive_attr_set_post_ops(void *attr, const void *post_ops);
+int dnnl_matmul_primitive_desc_create(void **desc, void *engine, const void *src, const void *weights,
+                                      const void *bias, const void *dst, const void *attr);
+int dnnl_primitive_desc_destroy(void *desc);
+int dnnl_primitive_create(void **primitive, const void *desc);
+int dnnl_memory_create(void **memory, const void *desc, void *engine, void *handle);
+int dnnl_memory_destroy(void *memory);
+int dnnl_primitive_execute(const void *primitive, void *stream, int nargs, const DnnlExecArg *args);
+int dnnl_stream_wait(void *stream);
+}
+
+enum class Precision { kFloat32, kBFloat16 };
 
 namespace {
 
@@ -153,17 +193,6 @@ class SerialPool final : public dnnl::threadpool_interop::threadpool_iface {
   }
 };
 
-// Row-major C[m, n] = op(A) op(B) (+ C if accumulate) on the pool; false if oneDNN fails.
-bool Gemm(char transa, char transb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
-          int64_t ldb, float *c, int64_t ldc, bool accumulate = false) {
-  static GemmPool parallel;
-  SerialPool serial;
-  dnnl::threadpool_interop::threadpool_iface *pool = &parallel;
-  if (m * n * k < kMinMacsPerThread) pool = &serial;
-  return dnnl_threadpool_interop_sgemm(transa, transb, m, n, k, 1.0f, a, lda, b, ldb, accumulate ? 1.0f : 0.0f, c,
-                                       ldc, pool) == 0;
-}
-
 // Number of row ranges for `rows` rows of `cols` elements.
 int Chunks(int64_t rows, int64_t cols) {
   const int64_t by_size = std::max<int64_t>(1, rows * cols / kMinElementsPerThread);
@@ -174,6 +203,23 @@ int Chunks(int64_t rows, int64_t cols) {
 template <typename Fn>
 void ParallelRows(int64_t rows, int chunks, Fn fn) {
   WorkerPool::Get().Run(chunks, [&](int chunk) { fn(chunk, rows * chunk / chunks, rows * (chunk + 1) / chunks); });
+}
+
+// The bfloat16 products (bf16::Product), on the pools and row ranges above.
+#include "cpu_ops_bf16.inc"
+
+// Row-major C[m, n] = op(A) op(B) (+ C if accumulate) on the pool, in `precision`; false if oneDNN fails.
+bool Gemm(Precision precision, char transa, char transb, int64_t m, int64_t n, int64_t k, const float *a,
+          int64_t lda, const float *b, int64_t ldb, float *c, int64_t ldc, bool accumulate = false) {
+  static GemmPool parallel;
+  SerialPool serial;
+  dnnl::threadpool_interop::threadpool_iface *pool = &parallel;
+  if (m * n * k < kMinMacsPerThread) pool = &serial;
+  if (precision == Precision::kBFloat16) {
+    return bf16::Product(transa, transb, 1, m, n, k, a, lda, b, ldb, c, ldc, accumulate, pool == &parallel);
+  }
+  return dnnl_threadpool_interop_sgemm(transa, transb, m, n, k, 1.0f, a, lda, b, ldb, accumulate ? 1.0f : 0.0f, c,
+                                       ldc, pool) == 0;
 }
 
 int64_t Rows(int ndim, const int64_t *shape) {
@@ -364,6 +410,19 @@ bool AllFloat32(int nparam, const char **dtypes) {
     return AllFloat32(nparam, dtypes) ? name##Body(nparam, params, ndims, shapes) : 1;                     \
   }                                                                                                        \
   static int name##Body(int nparam, void **params, int *ndims, int64_t **shapes)
+
+// A matrix-product kernel with its precision as a parameter: exported as `name` (float32) and `name##Bf16`.
+#define DVT_PRODUCT_KERNEL(name)                                                                           \
+  static int name##Body(int nparam, void **params, int *ndims, int64_t **shapes, Precision precision);     \
+  extern "C" int name(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,         \
+                      void *stream, void *extra) {                                                         \
+    return AllFloat32(nparam, dtypes) ? name##Body(nparam, params, ndims, shapes, Precision::kFloat32) : 1; \
+  }                                                                                                        \
+  extern "C" int name##Bf16(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,   \
+                            void *stream, void *extra) {                                                   \
+    return AllFloat32(nparam, dtypes) ? name##Body(nparam, params, ndims, shapes, Precision::kBFloat16) : 1; \
+  }                                                                                                        \
+  static int name##Body(int nparam, void **params, int *ndims, int64_t **shapes, Precision precision)
 
 #define IN(i) static_cast<const float *>(params[i])
 #define OUT(i) static_cast<float *>(params[i])
@@ -572,7 +631,7 @@ DVT_KERNEL(TokensToHeads) {
 }
 
 // y = x @ weight^T (+ bias). in: x [R, K], weight [N, K] (, bias [N]); out: y [R, N]
-static int DenseForward(void **params, int *ndims, int64_t **shapes, bool has_bias) {
+static int DenseForward(void **params, int *ndims, int64_t **shapes, bool has_bias, Precision precision) {
   const float *x = IN(0), *weight = IN(1);
   float *y = OUT(has_bias ? 3 : 2);
   const int64_t k = shapes[0][ndims[0] - 1], rows = Rows(ndims[0], shapes[0]), n = shapes[1][0];
@@ -582,35 +641,40 @@ static int DenseForward(void **params, int *ndims, int64_t **shapes, bool has_bi
       for (int64_t r = begin; r < end; ++r) std::memcpy(y + r * n, bias, n * sizeof(float));
     });
   }
-  return Gemm('N', 'T', rows, n, k, x, k, weight, k, y, n, has_bias) ? 0 : 2;
+  return Gemm(precision, 'N', 'T', rows, n, k, x, k, weight, k, y, n, has_bias) ? 0 : 2;
 }
 
 // Gradients of DenseForward. in: dy [R, N], x [R, K], weight [N, K]; out: dx [R, K], dweight [N, K](, dbias [N]).
 // A constant weight (weight_grad false) gets zeros.
-static int DenseBackward(void **params, int *ndims, int64_t **shapes, bool has_bias, bool weight_grad = true) {
+static int DenseBackward(void **params, int *ndims, int64_t **shapes, Precision precision, bool has_bias,
+                         bool weight_grad = true) {
   const float *dy = IN(0), *x = IN(1), *weight = IN(2);
   float *dx = OUT(3), *dweight = OUT(4);
   const int64_t n = shapes[0][ndims[0] - 1], rows = Rows(ndims[0], shapes[0]), k = shapes[2][1];
-  if (!Gemm('N', 'N', rows, k, n, dy, n, weight, k, dx, k)) return 2;
+  if (!Gemm(precision, 'N', 'N', rows, k, n, dy, n, weight, k, dx, k)) return 2;
   if (!weight_grad) {
     std::fill(dweight, dweight + n * k, 0.0f);
-  } else if (!Gemm('T', 'N', n, k, rows, dy, n, x, k, dweight, k)) {
+  } else if (!Gemm(precision, 'T', 'N', n, k, rows, dy, n, x, k, dweight, k)) {
     return 2;
   }
   if (has_bias) ColumnSums(dy, rows, n, OUT(5));
   return 0;
 }
 
-DVT_KERNEL(LinearForward) { return DenseForward(params, ndims, shapes, true); }
-DVT_KERNEL(LinearBackward) { return DenseBackward(params, ndims, shapes, true); }
-DVT_KERNEL(ProjectForward) { return DenseForward(params, ndims, shapes, false); }
-DVT_KERNEL(ProjectBackward) { return DenseBackward(params, ndims, shapes, false); }
-DVT_KERNEL(ConstProjectBackward) { return DenseBackward(params, ndims, shapes, false, false); }
+DVT_PRODUCT_KERNEL(LinearForward) { return DenseForward(params, ndims, shapes, true, precision); }
+DVT_PRODUCT_KERNEL(LinearBackward) { return DenseBackward(params, ndims, shapes, precision, true); }
+DVT_PRODUCT_KERNEL(ProjectForward) { return DenseForward(params, ndims, shapes, false, precision); }
+DVT_PRODUCT_KERNEL(ProjectBackward) { return DenseBackward(params, ndims, shapes, precision, false); }
+DVT_PRODUCT_KERNEL(ConstProjectBackward) { return DenseBackward(params, ndims, shapes, precision, false, false); }
 
 // `count` independent products C_i[m, n] = op(A_i) op(B_i) of contiguous [count, ...] tensors, each on one
 // thread, the batch split over the threads. Leading dimensions are those of the untransposed matrices.
-static bool BatchedGemm(char transa, char transb, int64_t count, int64_t m, int64_t n, int64_t k, const float *a,
-                        const float *b, float *c) {
+static bool BatchedGemm(Precision precision, char transa, char transb, int64_t count, int64_t m, int64_t n, int64_t k,
+                        const float *a, const float *b, float *c) {
+  if (precision == Precision::kBFloat16) {
+    const int64_t lda = transa == 'N' ? k : m, ldb = transb == 'N' ? n : k;
+    return bf16::Product(transa, transb, count, m, n, k, a, lda, b, ldb, c, n, false, true);
+  }
   const int64_t lda = transa == 'N' ? k : m, ldb = transb == 'N' ? n : k;
   const int64_t size_a = m * k, size_b = k * n, size_c = m * n;
   std::vector<char> ok(MaxThreads(), 1);
@@ -626,54 +690,54 @@ static bool BatchedGemm(char transa, char transb, int64_t count, int64_t m, int6
 }
 
 // Attention scores per (batch, head). in: q [B, H, N, D], k [B, H, M, D]; out: q @ k^T [B, H, N, M]
-DVT_KERNEL(AttentionScores) {
+DVT_PRODUCT_KERNEL(AttentionScores) {
   const HeadShape qs(shapes[0]), ks(shapes[1]);
   const int64_t count = qs.batch * qs.heads;
-  return BatchedGemm('N', 'T', count, qs.tokens, ks.tokens, qs.dim, IN(0), IN(1), OUT(2)) ? 0 : 2;
+  return BatchedGemm(precision, 'N', 'T', count, qs.tokens, ks.tokens, qs.dim, IN(0), IN(1), OUT(2)) ? 0 : 2;
 }
 
 // Gradient of AttentionScores. in: dlogits [B, H, N, M], q, k; out: dq = dlogits @ k, dk = dlogits^T @ q
-DVT_KERNEL(AttentionScoresBackward) {
+DVT_PRODUCT_KERNEL(AttentionScoresBackward) {
   const HeadShape qs(shapes[1]), ks(shapes[2]);
   const int64_t count = qs.batch * qs.heads;
-  const bool ok = BatchedGemm('N', 'N', count, qs.tokens, qs.dim, ks.tokens, IN(0), IN(2), OUT(3)) &&
-                  BatchedGemm('T', 'N', count, ks.tokens, qs.dim, qs.tokens, IN(0), IN(1), OUT(4));
+  const bool ok = BatchedGemm(precision, 'N', 'N', count, qs.tokens, qs.dim, ks.tokens, IN(0), IN(2), OUT(3)) &&
+                  BatchedGemm(precision, 'T', 'N', count, ks.tokens, qs.dim, qs.tokens, IN(0), IN(1), OUT(4));
   return ok ? 0 : 2;
 }
 
 // Attention-weighted values. in: probs [B, H, N, M], v [B, H, M, D]; out: probs @ v [B, H, N, D]
-DVT_KERNEL(AttentionMix) {
+DVT_PRODUCT_KERNEL(AttentionMix) {
   const HeadShape ps(shapes[0]), vs(shapes[1]);
   const int64_t count = ps.batch * ps.heads;
-  return BatchedGemm('N', 'N', count, ps.tokens, vs.dim, vs.tokens, IN(0), IN(1), OUT(2)) ? 0 : 2;
+  return BatchedGemm(precision, 'N', 'N', count, ps.tokens, vs.dim, vs.tokens, IN(0), IN(1), OUT(2)) ? 0 : 2;
 }
 
 // Gradient of AttentionMix. in: dout [B, H, N, D], probs, v; out: dprobs = dout @ v^T, dv = probs^T @ dout
-DVT_KERNEL(AttentionMixBackward) {
+DVT_PRODUCT_KERNEL(AttentionMixBackward) {
   const HeadShape ps(shapes[1]), vs(shapes[2]);
   const int64_t count = ps.batch * ps.heads;
-  const bool ok = BatchedGemm('N', 'T', count, ps.tokens, vs.tokens, vs.dim, IN(0), IN(2), OUT(3)) &&
-                  BatchedGemm('T', 'N', count, vs.tokens, vs.dim, ps.tokens, IN(1), IN(0), OUT(4));
+  const bool ok = BatchedGemm(precision, 'N', 'T', count, ps.tokens, vs.tokens, vs.dim, IN(0), IN(2), OUT(3)) &&
+                  BatchedGemm(precision, 'T', 'N', count, vs.tokens, vs.dim, ps.tokens, IN(1), IN(0), OUT(4));
   return ok ? 0 : 2;
 }
 
 // y[b] = weight @ x[b] (+ bias per row): a 1x1 convolution over axis 1, or a fixed resampling matrix.
 // in: x [B, I, L], weight [O, I], bias [O]; out: y [B, O, L]
-DVT_KERNEL(ChannelMixForward) {
+DVT_PRODUCT_KERNEL(ChannelMixForward) {
   const float *x = IN(0), *weight = IN(1), *bias = IN(2);
   float *y = OUT(3);
   const int64_t batch = shapes[0][0], in = shapes[0][1], length = shapes[0][2], out = shapes[1][0];
   for (int64_t b = 0; b < batch; ++b) {
     float *yb = y + b * out * length;
     for (int64_t o = 0; o < out; ++o) std::fill(yb + o * length, yb + (o + 1) * length, bias[o]);
-    if (!Gemm('N', 'N', out, length, in, weight, in, x + b * in * length, length, yb, length, true)) return 2;
+    if (!Gemm(precision, 'N', 'N', out, length, in, weight, in, x + b * in * length, length, yb, length, true)) return 2;
   }
   return 0;
 }
 
 // Gradients of ChannelMixForward. in: dy [B, O, L], x [B, I, L], weight [O, I];
 // out: dx [B, I, L], dweight [O, I], dbias [O]. weight_grad false: a constant weight, zero gradients.
-static int ChannelMixGrads(void **params, int64_t **shapes, bool weight_grad) {
+static int ChannelMixGrads(void **params, int64_t **shapes, Precision precision, bool weight_grad) {
   const float *dy = IN(0), *x = IN(1), *weight = IN(2);
   float *dx = OUT(3), *dweight = OUT(4), *dbias = OUT(5);
   const int64_t batch = shapes[0][0], out = shapes[0][1], length = shapes[0][2], in = shapes[1][1];
@@ -681,13 +745,13 @@ static int ChannelMixGrads(void **params, int64_t **shapes, bool weight_grad) {
   std::fill(dbias, dbias + out, 0.0f);
   for (int64_t b = 0; b < batch; ++b) {
     const float *dyb = dy + b * out * length, *xb = x + b * in * length;
-    if (!Gemm('T', 'N', in, length, out, weight, in, dyb, length, dx + b * in * length, length)) return 2;
+    if (!Gemm(precision, 'T', 'N', in, length, out, weight, in, dyb, length, dx + b * in * length, length)) return 2;
     if (!weight_grad) continue;
-    if (!Gemm('N', 'T', out, in, length, dyb, length, xb, length, dweight, in, true)) return 2;
+    if (!Gemm(precision, 'N', 'T', out, in, length, dyb, length, xb, length, dweight, in, true)) return 2;
     for (int64_t o = 0; o < out; ++o) dbias[o] += Sum(dyb + o * length, length);
   }
   return 0;
 }
 
-DVT_KERNEL(ChannelMixBackward) { return ChannelMixGrads(params, shapes, true); }
-DVT_KERNEL(ConstChannelMixBackward) { return ChannelMixGrads(params, shapes, false); }
+DVT_PRODUCT_KERNEL(ChannelMixBackward) { return ChannelMixGrads(params, shapes, precision, true); }
+DVT_PRODUCT_KERNEL(ConstChannelMixBackward) { return ChannelMixGrads(params, shapes, precision, false); }

@@ -1,7 +1,9 @@
 """MindSpore custom operators over the fused CPU kernels of ``cpu_ops.cc``, each with its gradient.
 
 Every op takes float32 tensors. Row-wise ops work over the last axis for any leading shape; dense ops take
-``[..., K]`` inputs and ``[N, K]`` weights; attention ops take ``[B, H, tokens, D]`` heads.
+``[..., K]`` inputs and ``[N, K]`` weights; attention ops take ``[B, H, tokens, D]`` heads. The matrix-product
+ops take a ``precision`` (``fp32``, or ``bf16``: bfloat16 operands, float32 accumulation and output; see
+:mod:`dvt_ms.kernels.choice`); their gradients are computed in the same precision.
 """
 from functools import lru_cache
 
@@ -20,6 +22,16 @@ def _element_type(dtype):
     while hasattr(dtype, "element_type"):
         dtype = dtype.element_type()
     return dtype
+
+
+#: the kernel name suffix of each precision of the matrix-product kernels (cpu_ops.cc DVT_PRODUCT_KERNEL)
+PRODUCT_SUFFIX = {"fp32": "", "bf16": "Bf16"}
+
+
+def _product(name: str, precision: str) -> str:
+    if precision not in PRODUCT_SUFFIX:
+        raise ValueError(f"the fused CPU kernels compute in {' or '.join(PRODUCT_SUFFIX)}, not {precision!r}")
+    return name + PRODUCT_SUFFIX[precision]
 
 
 def _aot(name: str, out_shape, out_dtype, bprop=None) -> ops.Custom:
@@ -112,63 +124,63 @@ def heads_to_tokens_op() -> ops.Custom:
 
 
 @lru_cache(maxsize=None)
-def linear_op() -> ops.Custom:
-    """``(x [..., K], weight [N, K], bias [N]) -> x @ weight.T + bias`` on oneDNN's sgemm."""
-    backward = _aot("LinearBackward", lambda dy, x, w: (x, w, w[:1]), lambda dy, x, w: (x, w, w))
+def linear_op(precision: str = "fp32") -> ops.Custom:
+    """``(x [..., K], weight [N, K], bias [N]) -> x @ weight.T + bias`` on oneDNN."""
+    backward = _aot(_product("LinearBackward", precision), lambda dy, x, w: (x, w, w[:1]), lambda dy, x, w: (x, w, w))
 
     def bprop(x, weight, bias, out, dout):
         return backward(dout, x, weight)
 
-    return _aot("LinearForward", lambda x, w, b: list(x[:-1]) + [w[0]], lambda x, w, b: x, bprop)
+    return _aot(_product("LinearForward", precision), lambda x, w, b: list(x[:-1]) + [w[0]], lambda x, w, b: x, bprop)
 
 
 @lru_cache(maxsize=None)
-def project_op(constant: bool = False) -> ops.Custom:
-    """``(x [..., K], weight [N, K]) -> x @ weight.T`` on oneDNN's sgemm.
+def project_op(constant: bool = False, precision: str = "fp32") -> ops.Custom:
+    """``(x [..., K], weight [N, K]) -> x @ weight.T`` on oneDNN.
 
     ``constant``: ``weight`` is a constant (a resampling matrix), so its gradient is zero.
     """
-    backward = _aot("ConstProjectBackward" if constant else "ProjectBackward",
+    backward = _aot(_product("ConstProjectBackward" if constant else "ProjectBackward", precision),
                     lambda dy, x, w: (x, w), lambda dy, x, w: (x, w))
 
     def bprop(x, weight, out, dout):
         return backward(dout, x, weight)
 
-    return _aot("ProjectForward", lambda x, w: list(x[:-1]) + [w[0]], lambda x, w: x, bprop)
+    return _aot(_product("ProjectForward", precision), lambda x, w: list(x[:-1]) + [w[0]], lambda x, w: x, bprop)
 
 
 @lru_cache(maxsize=None)
-def attention_scores_op() -> ops.Custom:
+def attention_scores_op(precision: str = "fp32") -> ops.Custom:
     """``(q [B, H, N, D], k [B, H, M, D]) -> q @ k^T [B, H, N, M]`` per (batch, head)."""
-    backward = _aot("AttentionScoresBackward", lambda dy, q, k: (q, k), lambda dy, q, k: (q, k))
+    backward = _aot(_product("AttentionScoresBackward", precision), lambda dy, q, k: (q, k), lambda dy, q, k: (q, k))
 
     def bprop(q, k, out, dout):
         return backward(dout, q, k)
 
-    return _aot("AttentionScores", lambda q, k: list(q[:-1]) + [k[-2]], lambda q, k: q, bprop)
+    return _aot(_product("AttentionScores", precision), lambda q, k: list(q[:-1]) + [k[-2]], lambda q, k: q, bprop)
 
 
 @lru_cache(maxsize=None)
-def attention_mix_op() -> ops.Custom:
+def attention_mix_op(precision: str = "fp32") -> ops.Custom:
     """``(probs [B, H, N, M], v [B, H, M, D]) -> probs @ v [B, H, N, D]`` per (batch, head)."""
-    backward = _aot("AttentionMixBackward", lambda dy, p, v: (p, v), lambda dy, p, v: (p, v))
+    backward = _aot(_product("AttentionMixBackward", precision), lambda dy, p, v: (p, v), lambda dy, p, v: (p, v))
 
     def bprop(probs, v, out, dout):
         return backward(dout, probs, v)
 
-    return _aot("AttentionMix", lambda p, v: list(p[:-1]) + [v[-1]], lambda p, v: p, bprop)
+    return _aot(_product("AttentionMix", precision), lambda p, v: list(p[:-1]) + [v[-1]], lambda p, v: p, bprop)
 
 
 @lru_cache(maxsize=None)
-def channel_mix_op(constant: bool = False) -> ops.Custom:
+def channel_mix_op(constant: bool = False, precision: str = "fp32") -> ops.Custom:
     """``(x [B, I, L], weight [O, I], bias [O]) -> weight @ x[b] + bias`` per batch element.
 
     ``constant``: ``weight`` and ``bias`` are constants (a resampling matrix), so their gradients are zero.
     """
-    backward = _aot("ConstChannelMixBackward" if constant else "ChannelMixBackward",
+    backward = _aot(_product("ConstChannelMixBackward" if constant else "ChannelMixBackward", precision),
                     lambda dy, x, w: (x, w, w[:1]), lambda dy, x, w: (x, w, w))
 
     def bprop(x, weight, bias, out, dout):
         return backward(dout, x, weight)
 
-    return _aot("ChannelMixForward", lambda x, w, b: [x[0], w[0], x[2]], lambda x, w, b: x, bprop)
+    return _aot(_product("ChannelMixForward", precision), lambda x, w, b: [x[0], w[0], x[2]], lambda x, w, b: x, bprop)

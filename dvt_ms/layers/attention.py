@@ -34,9 +34,9 @@ class Attention(UsesKernels, nn.Cell):
         if kernels.available:
             self.fused_to_heads = fused_ops.qkv_to_heads_op(num_heads)
             self.fused_scale = Tensor([self.scale], mstype.float32)
-            self.fused_scores = fused_ops.attention_scores_op()
+            self.fused_scores = fused_ops.attention_scores_op(kernels.kernel_precision)
             self.fused_softmax = fused_ops.softmax_op()
-            self.fused_mix = fused_ops.attention_mix_op()
+            self.fused_mix = fused_ops.attention_mix_op(kernels.kernel_precision)
             self.fused_to_tokens = fused_ops.heads_to_tokens_op()
 
     def construct(self, x: Tensor, relation_bias: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:

@@ -8,7 +8,8 @@ from ..kernels import ops as fused_ops
 class Linear(UsesKernels, nn.Dense):
     """``nn.Dense`` (same ``weight``/``bias`` parameters) over the last axis of any input.
 
-    With the fused CPU kernels, the product runs on the sgemm of MindSpore's bundled oneDNN and the bias
+    With the fused CPU kernels, the product runs on MindSpore's bundled oneDNN (in the model's precision, fp32
+    or bf16) and the bias
     gradient is one column sum (:mod:`dvt_ms.kernels`); ``fused_project`` (no bias) lets
     :class:`~dvt_ms.layers.mlp.Mlp` fuse the bias into the GELU.
     """
@@ -18,8 +19,8 @@ class Linear(UsesKernels, nn.Dense):
         super().__init__(in_features, out_features, has_bias=has_bias)
         self.kernels = kernels
         if kernels.available:
-            self.fused_linear = fused_ops.linear_op()
-            self.fused_project = fused_ops.project_op()
+            self.fused_linear = fused_ops.linear_op(kernels.kernel_precision)
+            self.fused_project = fused_ops.project_op(precision=kernels.kernel_precision)
 
     def construct(self, x: Tensor) -> Tensor:
         if not self.fused:

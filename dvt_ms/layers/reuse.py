@@ -29,7 +29,7 @@ class FeatureReuse(UsesKernels, nn.Cell):
         self.mlp = Mlp(in_dim, hidden_dim, out_dim, kernels=kernels, approximate_gelu=approximate_gelu)
         self.resample = Tensor(token_resample_matrix(src_grid, dst_grid, class_token_weight=0.0))
         if kernels.available:
-            self.fused_resample = fused_ops.channel_mix_op(constant=True)
+            self.fused_resample = fused_ops.channel_mix_op(constant=True, precision=kernels.kernel_precision)
             self.no_bias = Tensor(np.zeros(self.resample.shape[0], np.float32))
 
     def construct(self, tokens: Tensor) -> Tensor:
@@ -48,7 +48,7 @@ class ChannelMix(UsesKernels, nn.Cell):
         self.weight = Parameter(initializer(TruncatedNormal(0.02), (out_channels, in_channels)), name="weight")
         self.bias = Parameter(initializer("zeros", (out_channels,)), name="bias")
         if kernels.available:
-            self.fused_mix = fused_ops.channel_mix_op()
+            self.fused_mix = fused_ops.channel_mix_op(precision=kernels.kernel_precision)
 
     def construct(self, x: Tensor) -> Tensor:
         if self.fused:
@@ -77,8 +77,8 @@ class RelationReuse(UsesKernels, nn.Cell):
         if kernels.available:
             self.resample = Tensor(resample)
             self.no_bias = Tensor(np.zeros(resample.shape[0], np.float32))
-            self.fused_left = fused_ops.channel_mix_op(constant=True)
-            self.fused_right = fused_ops.project_op(constant=True)
+            self.fused_left = fused_ops.channel_mix_op(constant=True, precision=kernels.kernel_precision)
+            self.fused_right = fused_ops.project_op(constant=True, precision=kernels.kernel_precision)
 
     def construct(self, relations: Tensor) -> Tensor:
         b, c, n, _ = relations.shape

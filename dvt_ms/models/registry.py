@@ -94,33 +94,47 @@ def model_spec(name: str, **overrides: Any) -> CascadeSpec:
     return entry.spec(**overrides)
 
 
-def build_model(spec: CascadeSpec, cascade: bool = True,
-                cpu_kernels: Union[None, str, KernelChoice] = None) -> nn.Cell:
+def kernel_choice(cpu_kernels: Union[None, str, KernelChoice] = None,
+                  precision: Optional[str] = None) -> KernelChoice:
+    """The :class:`KernelChoice` of a model built now, from a mode (or a choice) and a precision."""
+    if not isinstance(cpu_kernels, KernelChoice):
+        return KernelChoice.resolve(cpu_kernels, precision=precision)
+    if precision is not None and precision != cpu_kernels.model_precision:
+        raise ValueError(f"precision {precision!r} differs from the given KernelChoice's "
+                         f"({cpu_kernels.model_precision!r}); pass one or the other")
+    return cpu_kernels
+
+
+def build_model(spec: CascadeSpec, cascade: bool = True, cpu_kernels: Union[None, str, KernelChoice] = None,
+                precision: Optional[str] = None) -> nn.Cell:
     """Build ``spec``: a :class:`DynamicVisionTransformer`, or with ``cascade=False`` a plain
-    :class:`VisionTransformer` (one stage). ``cpu_kernels`` is a mode or a :class:`KernelChoice`."""
+    :class:`VisionTransformer` (one stage). ``cpu_kernels`` is a mode or a :class:`KernelChoice`,
+    ``precision`` one of :data:`~dvt_ms.kernels.PRECISIONS` (default fp32)."""
+    from ..kernels.precision import apply_precision
     from .dvt import DynamicVisionTransformer
     from .vision_transformer import VisionTransformer
 
-    kernels = cpu_kernels if isinstance(cpu_kernels, KernelChoice) else KernelChoice.resolve(cpu_kernels)
+    kernels = kernel_choice(cpu_kernels, precision)
     if cascade:
-        return DynamicVisionTransformer(spec, kernels)
+        return apply_precision(DynamicVisionTransformer(spec, kernels), kernels)
     if spec.num_exits != 1:
         raise ValueError(f"a plain VisionTransformer has one stage, the spec has {spec.num_exits}")
-    return VisionTransformer(spec, 0, kernels)
+    return apply_precision(VisionTransformer(spec, 0, kernels), kernels)
 
 
 def create_model(name: Union[str, CascadeSpec], *, cpu_kernels: Union[None, str, KernelChoice] = None,
-                 **overrides: Any) -> nn.Cell:
+                 precision: Optional[str] = None, **overrides: Any) -> nn.Cell:
     """Build a registered model with its official defaults, changed by ``overrides``, or a
     :class:`CascadeSpec` given directly.
 
     ``cpu_kernels`` (``auto``/``on``/``off`` or a :class:`~dvt_ms.kernels.KernelChoice`; default
-    ``$DVT_MS_CPU_KERNELS`` or ``auto``) decides once whether the model runs on the fused CPU kernels;
-    the model reports it as ``net.kernels``.
+    ``$DVT_MS_CPU_KERNELS`` or ``auto``) decides once whether the model runs on the fused CPU kernels, and
+    ``precision`` (``fp32`` default, ``bf16``, ``fp16``; :mod:`dvt_ms.kernels.choice`) in what precision;
+    the model reports both as ``net.kernels``.
     """
     if isinstance(name, CascadeSpec):
         if overrides:
             raise TypeError("overrides are not accepted with a CascadeSpec: change the spec instead")
-        return build_model(name, True, cpu_kernels)
+        return build_model(name, True, cpu_kernels, precision)
     spec = model_spec(name, **overrides)
-    return build_model(spec, _entry(name).cascade, cpu_kernels)
+    return build_model(spec, _entry(name).cascade, cpu_kernels, precision)
