@@ -304,7 +304,7 @@ def test_final_weights_are_readable_by_the_loader(short_run):
     # and the run said once which model it trained (issue 11, point 2)
     described = [line for line in short_run["logs"] if line.startswith("model dvt_deit_small: ")]
     assert len(described) == 1 and "embed_dim 64 (default 384)" in described[0], described
-    assert described[0].endswith(" parameters")
+    assert re.search(r"; [\d,]+ parameters; precision fp32, ", described[0]), described  # and what it runs on
 
 
 # ---------------------------------------------------------------------------------- --pretrained

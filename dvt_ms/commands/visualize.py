@@ -141,23 +141,19 @@ def _exits(config, loaded) -> None:
 def _evit(config, loaded) -> None:
     import mindspore as ms
 
-    from dvt_ms.layers.token_reorganization import resolve_keep_count
     from dvt_ms.models import model_family
     from dvt_ms.plots import evit_figure, kept_patch_masks, trace_kept_patches
 
     net, model = loaded.net, loaded.name
     if model_family(model) != "evit":
         raise ValueError(f"evit mode needs an EViT model, {model} is a {model_family(model)} model")
-    tokens = net.grid_size ** 2
-    pruning_blocks = []
-    for i, block in enumerate(net.blocks):
-        keep = resolve_keep_count(block.keep_rate, None, tokens)
-        if keep > 0:
-            pruning_blocks.append(i)
-            tokens = keep + int(block.fuse_token)
+    spec = net.spec
+    image_tokens = spec.num_tokens(0) - 1
+    before = [spec.num_tokens(0)] + spec.block_tokens(0)[:-1]
+    pruning_blocks = [i for i, (a, b) in enumerate(zip(before, spec.block_tokens(0))) if b < a]
     if not pruning_blocks:
         raise ValueError(f"{model}: no block prunes tokens with these keep rates")
-    fused = bool(net.blocks[pruning_blocks[0]].fuse_token)
+    fused = bool(spec.stages[0].fuse_token)
     files = _image_files(Path(config.images), config.max_images)
     batch, crops, _ = _load_batch(files, config, loaded.data_config)
 
@@ -169,8 +165,8 @@ def _evit(config, loaded) -> None:
     if len(kept) != len(pruning_blocks):
         raise RuntimeError(f"the model returned {len(kept)} kept-index arrays for {len(pruning_blocks)} "
                            "pruning blocks")
-    traced = trace_kept_patches(kept, net.grid_size ** 2, fused)
-    masks = kept_patch_masks(traced, net.grid_size ** 2)
+    traced = trace_kept_patches(kept, image_tokens, fused)
+    masks = kept_patch_masks(traced, image_tokens)
     figure = evit_figure(crops, masks, net.grid_size, [f"block {i + 1}" for i in pruning_blocks], fused,
                          panel_size=config.panel_size)
     Path(config.output).parent.mkdir(parents=True, exist_ok=True)

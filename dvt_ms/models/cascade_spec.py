@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from numbers import Real
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..layers.token_reorganization import kept_token_count
+from ..layers.token_reorganization import resolve_keep_count
 from .tokenizers import PatchTokenizer, T2TTokenizer, Tokenizer
 
 __all__ = ["StageSpec", "CascadeSpec", "TensorSpec", "StageIO", "stage_from_mapping", "STAGE_KEYS"]
@@ -180,11 +180,9 @@ class CascadeSpec:
         tokens = self.num_tokens(k)
         counts = []
         for rate in stage.keep_rates:
-            if rate < 1:
-                effective = rate if keep_rate is None else keep_rate
-                keep = kept_token_count(effective, tokens - 1)
-                if effective < 1 and keep < tokens - 1:
-                    tokens = 1 + keep + int(stage.fuse_token)
+            keep = resolve_keep_count(rate, keep_rate, tokens - 1)  # the rule each Block applies
+            if keep > 0:
+                tokens = 1 + keep + int(stage.fuse_token)
             counts.append(tokens)
         return counts
 
