@@ -88,7 +88,7 @@ def export_cascade(model: DynamicVisionTransformer, output_dir: Union[str, os.Pa
     spec = model.spec
     stages = []
     for k, stage in enumerate(model.stages):
-        io = spec.stage_io(k)
+        io = stage.io
         cell = EngineStage(stage)
         specs = stage_input_specs(spec, k)
         cell.set_inputs(*specs)

@@ -293,7 +293,7 @@ class AdaptiveClassifier:
         x = Tensor(images)
         given: Dict[int, Tuple[np.ndarray, Dict[str, Tensor]]] = {}  # stage -> (its input rows, outputs by name)
         for k, cell in enumerate(self.cells):
-            io = self.spec.stage_io(k)
+            io = cell.stage.io
             n = remaining.shape[0]
             reused = []  # (tensor, row of each remaining sample in it)
             for tensor_spec in io.inputs[1:]:
@@ -431,42 +431,15 @@ def model_from_checkpoint(path: Union[str, os.PathLike], model_name: Optional[st
     """Build the model a checkpoint was converted from and load it, with ``cpu_kernels`` and ``precision``
     (:func:`dvt_ms.models.create_model`); returns ``(model, metadata)``.
 
-    A converted ``.ckpt`` names its model (``model``, ``model_overrides``), and so does an official MindSpore
-    DVT ``.ckpt``, recognised from its keys; ``model_name``/``overrides`` must then agree with it. Official
-    PyTorch files name no model and need ``model_name``.
+    A ``.ckpt`` of this project names its model (``model``, ``model_overrides``), and so does an official
+    MindSpore DVT ``.ckpt``, recognised from its keys; ``model_name``/``overrides`` must then agree with it.
+    Official PyTorch files name no model and need ``model_name`` (:func:`dvt_ms.model_config.load_model`).
     """
-    from .checkpoint import detect_layout, load_checkpoint, read_checkpoint
-    from .models import create_model, list_models
+    from .model_config import load_model
 
-    weights, metadata = read_checkpoint(path)
-    overrides = dict(overrides or {})
-    stored_name = metadata.get("model")
-    if stored_name is not None:
-        if model_name is not None and model_name != stored_name:
-            raise ValueError(f"{path}: the checkpoint is a {stored_name!r}, not a {model_name!r} (--model)")
-        stored = dict(metadata.get("model_overrides") or {})
-        for key, value in overrides.items():
-            if key in stored and stored[key] != value:
-                raise ValueError(f"{path}: the checkpoint was converted with {key}={stored[key]!r}, "
-                                 f"not {key}={value!r} (--set)")
-        overrides = {**stored, **overrides}
-        model_name = stored_name
-    elif model_name is None:
-        try:
-            layout = f"its weights are in the {detect_layout(weights)} layout"
-        except ValueError as exc:
-            layout = str(exc)
-        raise ValueError(f"{path}: the checkpoint does not name its model ({layout}); pass --model (and --set ...)")
-    if model_name not in list_models():
-        raise ValueError(f"unknown model {model_name!r}; available: {', '.join(list_models())}")
-    net = create_model(model_name, cpu_kernels=cpu_kernels, precision=precision, **overrides)
-    logger.info("%s: %s%s, precision %s", path, model_name, f" with {overrides}" if overrides else "",
-                net.kernels.precision)
-    metadata = load_checkpoint(net, path)
-    metadata.setdefault("model", model_name)
-    metadata.setdefault("model_overrides", overrides)
-    net.set_train(False)
-    return net, metadata
+    loaded = load_model({"model": model_name, "model_overrides": dict(overrides or {}), "cpu_kernels": cpu_kernels,
+                         "precision": precision}, path)
+    return loaded.net, loaded.metadata
 
 
 # --------------------------------------------------------------------------------------------------

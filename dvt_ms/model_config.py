@@ -126,16 +126,16 @@ def load_model(config: Mapping[str, Any], checkpoint: PathLike, sources: Optiona
     (:func:`dvt_ms.evaluate.check_checkpoint_model`); the data config is the checkpoint's, changed by the
     config's ``crop_pct``/``interpolation``/``mean``/``std`` and by ``class_names``.
     """
-    from .checkpoint import load_checkpoint, read_checkpoint
+    from .checkpoint import load_state, read_checkpoint
     from .data.data_config import resolve_data_config
     from .evaluate import check_checkpoint_model
     from .models import create_model
 
-    _, stored = read_checkpoint(checkpoint)
-    name, overrides = reconcile_model(config.get("model"), config.get("model_overrides") or {}, stored,
+    weights, metadata = read_checkpoint(checkpoint, config.get("weights") or "model")  # read once
+    name, overrides = reconcile_model(config.get("model"), config.get("model_overrides") or {}, metadata,
                                       checkpoint, sources)
     net = create_model(name, cpu_kernels=config.get("cpu_kernels"), precision=config.get("precision"), **overrides)
-    metadata = load_checkpoint(net, checkpoint, weights=config.get("weights") or "model")
+    load_state(net, weights, checkpoint)
     check_checkpoint_model(metadata, name, overrides, checkpoint)
     net.set_train(False)
     metadata["model"], metadata["model_overrides"] = name, overrides

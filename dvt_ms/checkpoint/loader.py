@@ -290,7 +290,14 @@ def load_checkpoint(net: nn.Cell, path: PathLike, exclude: Iterable[str] = (), w
     metadata (``flops``, ``dynamic_threshold``, ``epoch``, ...). ``weights``: ``"model"`` or
     ``"model_ema"`` (see :func:`read_checkpoint`); ``.safetensors`` files are read too.
     """
-    weights, metadata = read_checkpoint(path, weights)
+    state, metadata = read_checkpoint(path, weights)
+    load_state(net, state, path, exclude)
+    return metadata
+
+
+def load_state(net: nn.Cell, weights: Mapping[str, np.ndarray], path: PathLike, exclude: Iterable[str] = ()) -> None:
+    """Write the weights :func:`read_checkpoint` gave for ``path`` into ``net``, with the checks of
+    :func:`load_checkpoint` (all-or-nothing)."""
     excluded = set(exclude)
     check_compatible(net, weights, path, excluded)
     params = [p for p in net.get_parameters() if p.name not in excluded]
@@ -299,7 +306,6 @@ def load_checkpoint(net: nn.Cell, path: PathLike, exclude: Iterable[str] = (), w
     for param in params:
         param.set_data(ms.Tensor(param_array(weights[param.name], param), dtype=param.dtype))
     logger.info("loaded %d parameters from %s", len(weights) - len(excluded & set(weights)), path)
-    return metadata
 
 
 def save_checkpoint(net: nn.Cell, path: PathLike, metadata: Mapping[str, Any] = None) -> Path:

@@ -39,12 +39,6 @@ def apply_selection(x: Tensor, kept_idx: Tensor, weights: Optional[Tensor]) -> T
     return ops.concat(parts, axis=1)
 
 
-def reorganize_tokens(x: Tensor, attn_probs: Tensor, keep: int, fuse: bool) -> Tuple[Tensor, Tensor]:
-    """EViT's reorganization of ``x`` ``[B, N, C]``: the new tokens and the kept indices ``[B, keep]``."""
-    kept_idx, weights = select_tokens(attn_probs, keep, fuse)
-    return apply_selection(x, kept_idx, weights), kept_idx
-
-
 Selection = Tuple[Tensor, Optional[Tensor]]  # (kept_idx [B, keep], fusion weights [B, N - 1] or None)
 
 

@@ -12,11 +12,11 @@ classes, drop path). Everything else is derived here, once:
 Specs are validated on construction; an error names the stage and the field at fault.
 """
 from dataclasses import dataclass, field, fields, replace
-from numbers import Real
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..layers.token_reorganization import resolve_keep_count
 from .tokenizers import PatchTokenizer, T2TTokenizer, Tokenizer
+from .validation import check_positive_int, check_rate
 
 __all__ = ["StageSpec", "CascadeSpec", "TensorSpec", "StageIO", "stage_from_mapping", "STAGE_KEYS"]
 
@@ -91,16 +91,6 @@ class StageSpec:
         return self.depth * self.num_heads
 
 
-def _positive_int(where: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{where} must be a positive integer, got {value!r}")
-
-
-def _number_in(where: str, value: Any, low: float, high: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, Real) or not low < value <= high:
-        raise ValueError(f"{where} must be a number in ({low:g}, {high:g}], got {value!r}")
-
-
 @dataclass(frozen=True)
 class CascadeSpec:
     """A cascade of stages with one exit each, validated on construction."""
@@ -115,7 +105,7 @@ class CascadeSpec:
         object.__setattr__(self, "stages", tuple(self.stages))
         if not self.stages:
             raise ValueError("a cascade needs at least one stage")
-        _positive_int("image_size", self.image_size)
+        check_positive_int("image_size", self.image_size)
         if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 0:
             raise ValueError(f"num_classes must be a non-negative integer, got {self.num_classes!r}")
         for k, stage in enumerate(self.stages):
@@ -140,19 +130,19 @@ class CascadeSpec:
             name = "patch_size" if isinstance(stage.tokenizer, PatchTokenizer) else "unfolds"
             raise ValueError(f"{where}.{name}: {exc}") from None
         for key in ("embed_dim", "depth", "num_heads", "token_dim", "reuse_feature_dim", "reuse_hidden_dim"):
-            _positive_int(f"{where}.{key}", getattr(stage, key))
+            check_positive_int(f"{where}.{key}", getattr(stage, key))
         if stage.gelu not in ("erf", "tanh"):
             raise ValueError(f"{where}.gelu must be 'erf' or 'tanh', got {stage.gelu!r}")
         if stage.embed_dim % stage.num_heads:
             raise ValueError(f"{where}.embed_dim ({stage.embed_dim}) must be divisible by num_heads "
                              f"({stage.num_heads})")
-        _number_in(f"{where}.mlp_ratio", stage.mlp_ratio, 0.0, float("inf"))
+        check_rate(f"{where}.mlp_ratio", stage.mlp_ratio, 0.0, float("inf"), include_low=False)
         if stage.qk_scale is not None:
-            _number_in(f"{where}.qk_scale", stage.qk_scale, 0.0, float("inf"))
+            check_rate(f"{where}.qk_scale", stage.qk_scale, 0.0, float("inf"), include_low=False)
         if stage.keep_rate and len(stage.keep_rate) != stage.depth:
             raise ValueError(f"{where}.keep_rate has {len(stage.keep_rate)} entries but depth is {stage.depth}")
         for i, rate in enumerate(stage.keep_rates):
-            _number_in(f"{where}.keep_rate[{i}]", rate, 0.0, 1.0)
+            check_rate(f"{where}.keep_rate[{i}]", rate, 0.0, 1.0, include_low=False)
         for key in ("features_from", "relations_from"):
             source = getattr(stage, key)
             if source is None:

@@ -3,7 +3,7 @@ from numbers import Real
 from typing import Any, Dict, Sequence
 
 
-def _positive_int(key: str, value: Any) -> None:
+def check_positive_int(key: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{key} must be a positive integer, got {value!r}")
 
@@ -13,7 +13,7 @@ def _check_bool(key: str, value: Any) -> None:
         raise ValueError(f"{key} must be true or false, got {value!r}")
 
 
-def _check_rate(key: str, value: Any, low: float, high: float, include_low: bool) -> None:
+def check_rate(key: str, value: Any, low: float, high: float, include_low: bool) -> None:
     ok = isinstance(value, Real) and not isinstance(value, bool)
     ok = ok and (low <= value if include_low else low < value) and value <= high
     if not ok:
@@ -26,19 +26,19 @@ def validate_architecture(cfg: Dict[str, Any]) -> None:
     for key in ("embed_dim", "depth", "num_heads", "image_size", "token_dim", "reuse_feature_dim",
                 "reuse_hidden_dim"):
         if key in cfg:
-            _positive_int(key, cfg[key])
+            check_positive_int(key, cfg[key])
     if isinstance(cfg["num_classes"], bool) or not isinstance(cfg["num_classes"], int) \
             or cfg["num_classes"] < 0:
         raise ValueError(f"num_classes must be a non-negative integer, got {cfg['num_classes']!r}")
     if cfg["embed_dim"] % cfg["num_heads"]:
         raise ValueError(f"embed_dim ({cfg['embed_dim']}) must be divisible by num_heads "
                          f"({cfg['num_heads']})")
-    _check_rate("mlp_ratio", cfg["mlp_ratio"], 0.0, float("inf"), include_low=False)
+    check_rate("mlp_ratio", cfg["mlp_ratio"], 0.0, float("inf"), include_low=False)
     if cfg["mlp_ratio"] * cfg["embed_dim"] < 1:
         raise ValueError(f"mlp_ratio {cfg['mlp_ratio']} leaves an empty MLP")
-    _check_rate("drop_path_rate", cfg["drop_path_rate"], 0.0, 0.999999, include_low=True)
+    check_rate("drop_path_rate", cfg["drop_path_rate"], 0.0, 0.999999, include_low=True)
     if cfg.get("qk_scale") is not None:
-        _check_rate("qk_scale", cfg["qk_scale"], 0.0, float("inf"), include_low=False)
+        check_rate("qk_scale", cfg["qk_scale"], 0.0, float("inf"), include_low=False)
     for key in ("feature_reuse", "relation_reuse", "fuse_token"):
         if key in cfg:
             _check_bool(key, cfg[key])
@@ -58,5 +58,5 @@ def expand_keep_rate(keep_rate: Any, depth: int, drop_loc: Sequence[int]) -> tup
                 raise ValueError(f"drop_loc entry {loc!r} is not a layer index in [0, {depth})")
         rates = tuple(keep_rate if i in drop_loc else 1.0 for i in range(depth))
     for i, rate in enumerate(rates):
-        _check_rate(f"keep_rate[{i}]", rate, 0.0, 1.0, include_low=False)
+        check_rate(f"keep_rate[{i}]", rate, 0.0, 1.0, include_low=False)
     return tuple(float(r) for r in rates)
