@@ -611,6 +611,11 @@ def _plot_suffix(path: Optional[str]) -> None:
         raise ValueError(f"{path!r}: the plot must end in .png, .pdf or .svg")
 
 
+def _npz_suffix(path: Optional[str]) -> None:
+    if path is not None and Path(path).suffix.lower() != ".npz":
+        raise ValueError(f"{path!r}: the predictions file must end in .npz")
+
+
 def _check_model_overrides(values: Dict[str, Any], sources: Dict[str, str]) -> None:
     """``model_overrides`` keys must be accepted by ``model`` (checked against a checkpoint's model later
     when no model is named)."""
@@ -722,7 +727,8 @@ COMMON = Schema("model, data and runtime", [
     Option("precision", str, default="fp32", choices=PRECISIONS,
            help="precision of eval/infer/export/benchmark: bf16 on CPU runs the matrix products in bfloat16 with "
                 "float32 accumulation (AVX512-BF16 or AMX; cpu_kernels auto falls back to fp32 without them); "
-                "on GPU/Ascend bf16/fp16 use MindSpore amp O1; fp16 is refused on CPU; training takes fp32 only"),
+                "on GPU/Ascend bf16/fp16 use MindSpore amp O1; fp16 is refused on CPU; in training, the precision "
+                "of the amp levels (see amp_level)"),
     Option("seed", int, default=0, validator=non_negative, help="random seed (e.g. the fit subset)"),
     Option("verbose", bool, default=False, help="debug logging"),
 ], checks=[_check_model_overrides, _reconcile_num_classes])
@@ -741,6 +747,9 @@ EVAL = Schema("evaluation", [
     OUTPUT,
     Option("plot", str, nullable=True, validator=_plot_suffix,
            help="draw accuracy vs GMACs to this .png/.pdf/.svg (needs matplotlib)"),
+    Option("predictions", str, nullable=True, validator=_npz_suffix,
+           help="write the val images' softmax outputs of every exit (probs [exits, images, classes]) and "
+                "their targets to this .npz, in ImageFolder order without skipped files"),
 ])
 
 # --------------------------------------------------------------------------------------------------
@@ -817,10 +826,12 @@ def model_num_exits(model: str, overrides: Optional[Mapping[str, Any]] = None) -
 def _check_training(values: Dict[str, Any], sources: Dict[str, str]) -> None:
     """Cross-key checks of the training section."""
     overrides = values["model_overrides"]
-    if values["precision"] != "fp32":
-        raise ConfigError(f"{_where('precision', sources)}: training runs in fp32 (precision is for eval, infer, "
-                          f"export and benchmark; got {values['precision']!r}); set mixed-precision training "
-                          "with amp_level")
+    from .train.precision import resolve_training_precision
+
+    try:  # again at setup, on the device the run really gets
+        resolve_training_precision(values["precision"], values["amp_level"], values["device_target"])
+    except ValueError as exc:
+        raise ConfigError(f"{_where('amp_level', sources)}, {_where('precision', sources)}: {exc}") from None
     if "drop_path_rate" in overrides:
         raise ConfigError(f"{_where('model_overrides', sources)}: set the training drop path rate with the "
                           "drop_path key, not model_overrides.drop_path_rate")
@@ -836,9 +847,6 @@ def _check_training(values: Dict[str, Any], sources: Dict[str, str]) -> None:
         if len(weights) != exits:
             raise ConfigError(f"{_where('exit_weights', sources)}: {len(weights)} weight(s) given but "
                               f"{values['model']} has {exits} exit(s)")
-    if values["device_target"] == "CPU" and values["amp_level"] not in ("auto", "O0"):
-        raise ConfigError(f"{_where('amp_level', sources)}: {values['amp_level']} needs GPU or Ascend; "
-                          "MindSpore's CPU kernels run float16 slower than float32 (use O0 or auto on CPU)")
     if values["loss_scale"] == "static" and values["loss_scale_value"] < 1:
         raise ConfigError(f"{_where('loss_scale_value', sources)} must be >= 1 for a static loss scale, got "
                           f"{values['loss_scale_value']}")
@@ -923,9 +931,11 @@ TRAIN = Schema("training", [
     Option("label_smoothing", float, default=0.1, validator=_below_one, help="label smoothing"),
     # precision
     Option("amp_level", str, default="auto", choices=("auto", "O0", "O1", "O2", "O3"),
-           help="mixed precision; auto: O0 (float32) on CPU, O2 on GPU/Ascend"),
+           help="mixed-precision training (dvt_ms.train.precision): on CPU, O1/O2 (or auto) with precision bf16 run "
+                "the products in bfloat16 and auto with fp32 is O0; on GPU/Ascend auto is O2, in float16 or with "
+                "precision bf16 in bfloat16; master weights stay float32"),
     Option("loss_scale", str, default="auto", choices=("auto", "dynamic", "static", "none"),
-           help="auto: dynamic for float16 levels, none for O0; static uses loss_scale_value"),
+           help="auto: dynamic for float16, none for float32 and bfloat16; static uses loss_scale_value"),
     Option("loss_scale_value", float, default=65536.0, validator=positive, help="static loss scale"),
 ], checks=[require_model, _check_training])
 

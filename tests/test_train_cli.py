@@ -98,7 +98,11 @@ def test_unknown_yaml_key_is_named_with_a_suggestion(tmp_path, data_dir):
     ({"mixup_prob": "1.5"}, r"--mixup_prob: must be in \[0, 1\]"),
     ({"crop_scale": "[0.5]"}, "--crop_scale: must be"),
     ({"exit_weights": "[1, 1]"}, "--exit_weights: 2 weight.* dvt_deit_small has 3 exit"),
-    ({"amp_level": "O2"}, "--amp_level: O2 needs GPU or Ascend"),
+    ({"amp_level": "O2"}, r"--amp_level, precision \(default\): precision fp32 with amp_level O2 on CPU: mixed "
+                          "precision on CPU is bfloat16; set precision bf16"),
+    ({"precision": "bf16", "amp_level": "O0"}, "--amp_level, --precision: precision bf16 with amp_level O0: O0 "
+                                                "trains in float32"),
+    ({"precision": "fp16"}, "float16 is not supported on CPU"),
     ({"warmup_epochs": "5"}, r"--warmup_epochs \(5\) must not exceed --epochs \(2\)"),
     ({"resume": "nowhere.ckpt"}, "--resume: nowhere.ckpt: no such checkpoint file"),
     ({"pretrained": "missing.pth"}, "--pretrained: missing.pth: no such file"),

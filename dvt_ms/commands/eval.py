@@ -2,7 +2,7 @@
 
     dvt-ms eval --checkpoint CKPT --data_dir DIR [--config FILE.yaml] \\
         [--mode anytime|saved|saved-thresholds|fit] [--fit_samples 50000] [--device_target CPU|GPU|Ascend] \\
-        [--batch_size N] [--output results.json] [--plot curve.png]
+        [--batch_size N] [--output results.json] [--plot curve.png] [--predictions probs.npz]
     (or python scripts/eval.py ...)
 
 The model comes from the checkpoint (a .ckpt written by this project names its model, architecture and
@@ -52,6 +52,15 @@ def _write_json(path: Path, data) -> None:
     with atomic_path(path) as tmp_name, open(tmp_name, "w", encoding="utf-8") as out:
         json.dump(data, out, indent=1)
         out.write("\n")
+
+
+def _write_predictions(path: Path, preds, names, classes) -> None:
+    import numpy as np
+
+    with atomic_path(path) as tmp_name, open(tmp_name, "wb") as out:
+        np.savez(out, probs=preds.probs, targets=preds.targets, exit_names=np.asarray(names),
+                 class_names=np.asarray(classes), skipped_files=np.asarray(preds.skipped_files, dtype=str))
+    logger.info("wrote the predictions of %d images to %s", preds.targets.shape[0], path)
 
 
 def _fmt(value, digits: int = 2) -> str:
@@ -175,6 +184,8 @@ def _model_modes(config) -> dict:
     val = _predict(net, config, data_config, val_info)
     results["data"] = _data_summary(val_info, val)
     results["anytime"] = anytime_results(val.probs, val.targets, gmacs, exit_names(net))
+    if config.predictions:
+        _write_predictions(Path(config.predictions), val, exit_names(net), val_info.classes)
     _print_anytime(results["anytime"])
 
     if config.mode == "fit":

@@ -54,6 +54,7 @@ import numpy as np
 from ..config import COMMON, TRAIN, Config, ConfigError, Option, Schema, _plot_suffix, resolve_config, save_config
 from .distributed import DistributedContext, init_distributed
 from .interrupt import StopSignals, TrainingInterrupted
+from .precision import resolve_training_precision
 
 logger = logging.getLogger(__name__)
 
@@ -276,9 +277,14 @@ class Trainer:
         dist = self.dist
         ms.set_seed(config.seed)  # identical initial weights on every rank
 
+        self.precision = resolve_training_precision(config.precision, config.amp_level, self.device)
         overrides = train_model_overrides(config)
-        self.net = create_model(config.model, cpu_kernels=config.cpu_kernels, **overrides)
+        self.net = create_model(config.model, cpu_kernels=config.cpu_kernels,
+                                precision=self.precision.model_precision, **overrides)
         log_model(config.model, overrides, self.net)
+        if self.net.kernels.model_precision != self.precision.model_precision:  # cpu_kernels auto fell back
+            self.precision = resolve_training_precision(self.net.kernels.model_precision, "O0", self.device)
+        logger.info("training precision: %s", self.precision.describe())
         self.num_classes = model_num_classes(self.net)
         self.image_size = model_image_size(self.net)
         self.num_exits = num_exits(self.net)
@@ -389,16 +395,14 @@ class Trainer:
         from .step import TrainStep
 
         config = self.config
-        amp = config.amp_level
-        if amp == "auto":
-            amp = "O0" if self.device == "CPU" else "O2"
-        self.amp_level = amp
+        precision = self.precision
         loss_scale = {"auto": None, "dynamic": "dynamic", "static": config.loss_scale_value,
                       "none": 1.0}[config.loss_scale]
         self.ema = ModelEMA(self.net, config.model_ema_decay) if config.model_ema else None
         self.loss_fn = MultiExitLoss(weights=config.exit_weights, label_smoothing=config.label_smoothing)
         self.step = TrainStep(self.net, self.loss_fn, self.optimizer, ema=self.ema, clip_grad_norm=config.clip_grad,
-                              amp_level=amp, loss_scale=loss_scale, num_classes=self.num_classes)
+                              amp_level=precision.amp_level, loss_scale=loss_scale, num_classes=self.num_classes,
+                              amp_dtype="bf16" if precision.compute == "bf16" else "fp16")
 
     def _resume(self) -> None:
         config = self.config

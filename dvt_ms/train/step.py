@@ -19,10 +19,11 @@ finite loss under a dynamic loss scaler are an fp16 overflow: the step is skippe
 lowered, and training goes on; without a dynamic scaler they are fatal as well.
 
 Mixed precision: ``amp_level`` O0 (float32, default), O1, O2 or O3 through
-``ms.amp.auto_mixed_precision`` (which changes ``net`` in place), with a dynamic loss scaler by
-default for the float16 levels. On CPU every level but O0 is refused with an error: MindSpore's CPU
-kernels run float16 slower than float32 and have no bfloat16, so mixed precision there would only cost
-accuracy and speed.
+``ms.amp.auto_mixed_precision`` (which changes ``net`` in place) in ``amp_dtype`` (float16 or bfloat16),
+with a dynamic loss scaler by default for float16 only. On CPU MindSpore's amp is refused (its CPU
+kernels run float16 slower than float32 and have no bfloat16): bf16 training on CPU is a model built with
+``precision="bf16"``, whose fused kernels compute the products in bfloat16, stepped at O0
+(:mod:`dvt_ms.train.precision`).
 """
 import logging
 from dataclasses import dataclass
@@ -39,13 +40,13 @@ from mindspore.ops import AllReduce, ReduceOp
 from ..kernels.ops import non_finite_count_op
 from .ema import ModelEMA
 from .loss import check_targets
+from .precision import AMP_LEVELS
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["TrainStep", "StepOutput", "NonFiniteError", "AMP_LEVELS", "build_grad_sync",
            "create_loss_scaler", "prepare_amp"]
 
-AMP_LEVELS = ("O0", "O1", "O2", "O3")
 #: Warn when a step has compiled this many graphs for distinct EViT keep rates.
 KEEP_RATE_GRAPH_WARNING = 16
 
@@ -128,8 +129,13 @@ def build_grad_sync(parameters, parallel_mode: Optional[str] = None) -> Optional
                      f"{ms.ParallelMode.STAND_ALONE!r} or {ms.ParallelMode.DATA_PARALLEL!r}")
 
 
-def prepare_amp(net: nn.Cell, amp_level: str = "O0", device_target: Optional[str] = None) -> nn.Cell:
-    """Apply ``amp_level`` to ``net`` in place (O0: nothing); refuse float16 levels on CPU."""
+#: ``amp_dtype`` of :class:`TrainStep` and :func:`prepare_amp`
+AMP_DTYPES = {"fp16": mstype.float16, "bf16": mstype.bfloat16}
+
+
+def prepare_amp(net: nn.Cell, amp_level: str = "O0", device_target: Optional[str] = None,
+                amp_dtype: str = "fp16") -> nn.Cell:
+    """Apply ``amp_level`` in ``amp_dtype`` to ``net`` in place (O0: nothing); refused on CPU."""
     if amp_level not in AMP_LEVELS:
         raise ValueError(f"amp_level must be one of {', '.join(AMP_LEVELS)}, got {amp_level!r}")
     if amp_level == "O0":
@@ -137,20 +143,24 @@ def prepare_amp(net: nn.Cell, amp_level: str = "O0", device_target: Optional[str
     device = device_target or ms.get_context("device_target")
     if device == "CPU":
         raise ValueError(f"amp_level {amp_level!r} is not supported on CPU: MindSpore's CPU kernels run "
-                         "float16 slower than float32 and do not support bfloat16; use amp_level 'O0'")
-    return ms.amp.auto_mixed_precision(net, amp_level)
+                         "float16 slower than float32 and do not support bfloat16; use amp_level 'O0' (for bf16 "
+                         "on CPU, build the model with precision='bf16')")
+    if amp_dtype not in AMP_DTYPES:
+        raise ValueError(f"amp_dtype must be one of {', '.join(AMP_DTYPES)}, got {amp_dtype!r}")
+    return ms.amp.auto_mixed_precision(net, amp_level, dtype=AMP_DTYPES[amp_dtype])
 
 
 def create_loss_scaler(loss_scale: Union[None, float, str, LossScaler],
-                       amp_level: str = "O0") -> Optional[LossScaler]:
-    """``None`` (default: none for O0, dynamic for float16 levels), a number (static) or ``"dynamic"``.
+                       amp_level: str = "O0", amp_dtype: str = "fp16") -> Optional[LossScaler]:
+    """``None`` (default: dynamic for the float16 levels, none for O0 and bfloat16), a number (static)
+    or ``"dynamic"``.
 
     Dynamic scaling starts at 2**16, halves on overflow and doubles after 2000 finite steps.
     """
     if isinstance(loss_scale, LossScaler):
         return loss_scale
     if loss_scale is None:
-        loss_scale = "dynamic" if amp_level != "O0" else None
+        loss_scale = "dynamic" if amp_level != "O0" and amp_dtype == "fp16" else None
     if loss_scale is None:
         return None
     if loss_scale == "dynamic":
@@ -179,29 +189,33 @@ class TrainStep:
     ``raise_on_nonfinite``: raise :class:`NonFiniteError` (default) or only report a fatal non-finite
     step. ``parallel_mode`` overrides the auto-parallel context's (see :func:`build_grad_sync`).
     ``num_classes`` (default: read from ``net``) enables the host-side check of the targets.
+    ``amp_dtype`` (``fp16`` or ``bf16``) is the low precision of ``amp_level`` O1-O3.
     """
 
     def __init__(self, net: nn.Cell, loss_fn: nn.Cell, optimizer: nn.Optimizer, *,
                  ema: Optional[ModelEMA] = None, clip_grad_norm: Optional[float] = None,
                  amp_level: str = "O0", loss_scale: Union[None, float, str, LossScaler] = None,
                  raise_on_nonfinite: bool = True, num_classes: Optional[int] = None,
-                 parallel_mode: Optional[str] = None):
+                 parallel_mode: Optional[str] = None, amp_dtype: str = "fp16"):
         if clip_grad_norm is not None and not (np.isfinite(clip_grad_norm) and clip_grad_norm > 0):
             raise ValueError(f"clip_grad_norm must be a positive number or None, got {clip_grad_norm!r}")
-        self.net = prepare_amp(net, amp_level)
+        self.net = prepare_amp(net, amp_level, amp_dtype=amp_dtype)
         self.loss_fn = loss_fn
         self.optimizer = optimizer
         self.ema = ema
         self.amp_level = amp_level
         self.clip_grad_norm = None if clip_grad_norm is None else float(clip_grad_norm)
-        self.loss_scaler = create_loss_scaler(loss_scale, amp_level)
+        self.loss_scaler = create_loss_scaler(loss_scale, amp_level, amp_dtype)
         self.dynamic_scaling = isinstance(self.loss_scaler, DynamicLossScaler)
         self.raise_on_nonfinite = raise_on_nonfinite
         self.num_classes = num_classes or _infer_num_classes(net)
         self.grad_sync = build_grad_sync(optimizer.parameters, parallel_mode)
         self._keep_rates = set()
         self._step = self._build()
-        logger.info("train step: amp %s, loss scaler %s, clip %s, gradient sync %s", amp_level,
+        kernels = getattr(net, "kernels", None)
+        logger.info("train step: amp %s%s, model precision %s, loss scaler %s, clip %s, gradient sync %s",
+                    amp_level, "" if amp_level == "O0" else f" {amp_dtype}",
+                    kernels.precision if kernels is not None else "fp32",
                     type(self.loss_scaler).__name__ if self.loss_scaler else "none", self.clip_grad_norm,
                     type(self.grad_sync).__name__ if self.grad_sync else "none")
 
