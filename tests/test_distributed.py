@@ -57,7 +57,7 @@ def test_sharded_validation_counts_add_up_to_the_whole_split(tmp_path):
 
     from dvt_ms import create_model
     from dvt_ms.data import check_image_folder, create_eval_dataset
-    from dvt_ms.train.loop import counts_to_result, evaluate_shard
+    from dvt_ms.train.validation import counts_to_result, evaluate_shard
 
     root = _odd_val_folder(tmp_path / "data")
     info = check_image_folder(root, "val", 4)

@@ -346,7 +346,7 @@ def test_pretrained_official_checkpoint(tmp_path, data_dir, reference_dir, caplo
     if not path.is_file():
         pytest.skip(f"{path} not found")
     from dvt_ms.checkpoint import read_checkpoint
-    from dvt_ms.train.loop import load_pretrained
+    from dvt_ms.train.weights_init import load_pretrained
 
     from dvt_ms import create_model
 

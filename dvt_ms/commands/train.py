@@ -6,7 +6,7 @@
         [--plot outputs/curves.png] [--key value ...]
 
 Every key of the config file is a flag and the command line wins; everything is checked before any
-work starts and an error names the key (see dvt_ms/config.py, section "training"). The output folder
+work starts and an error names the key (see dvt_ms/config/sections.py, section "training"). The output folder
 gets config.yaml (the resolved config), epoch_XXXX.ckpt (the last keep_checkpoints epochs), best.ckpt
 (best last-exit val top-1), metrics.jsonl (one record per epoch) and final_weights.ckpt (plain weights
 for scripts/eval.py). Data parallel: scripts/run_msrun.sh or scripts/run_distributed_ascend.sh.

@@ -23,7 +23,9 @@ from .optim import AdamW, create_optimizer, param_groups, scaled_lr, split_decay
 from .schedule import (cosine_lr, evit_keep_rate, keep_rate_at_step, keep_token_counts, lr_at,
                        quantize_keep_rate)
 from .step import NonFiniteError, StepOutput, TrainStep
-from .loop import TRAIN_SCHEMA, Trainer, TrainingStopped, ema_weights, load_pretrained, resolve_train_config
+from .loop import TRAIN_SCHEMA, Trainer, TrainingStopped, resolve_train_config
+from .validation import ema_weights
+from .weights_init import load_pretrained
 
 __all__ = [
     "AdamW", "CheckpointManager", "DistributedContext", "DistributedError", "MetricsLogger", "ModelEMA",

@@ -41,27 +41,26 @@ Errors. A NaN/Inf loss stops the run with :class:`TrainingStopped` naming the gl
 good checkpoint (which is never touched by a failing epoch: checkpoints are written atomically, after
 a complete epoch or at a step boundary).
 """
-import contextlib
 import logging
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..config import COMMON, TRAIN, Config, ConfigError, Option, Schema, _plot_suffix, resolve_config, save_config
+from ..config import COMMON, TRAIN, Config, ConfigError, Option, Schema, plot_suffix, resolve_config, save_config
 from .distributed import DistributedContext, init_distributed
 from .interrupt import StopSignals, TrainingInterrupted
 from .precision import resolve_training_precision
+from .validation import ValResult, counts_to_result, ema_weights, evaluate_shard
+from .weights_init import load_pretrained, reinit_fan_in
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TRAIN_SCHEMA", "Trainer", "TrainingInterrupted", "TrainingStopped", "ValResult", "EpochResult",
-           "classifier_head_names",
-           "ema_weights", "epoch_seed", "evaluate_shard", "load_pretrained", "reinit_fan_in", "resolve_train_config",
-           "train_model_overrides"]
+__all__ = ["TRAIN_SCHEMA", "Trainer", "TrainingInterrupted", "TrainingStopped", "EpochResult", "epoch_seed",
+           "resolve_train_config", "train_model_overrides"]
 
 CONFIG_NAME = "config.yaml"
 WEIGHTS_NAME = "final_weights.ckpt"
@@ -75,7 +74,7 @@ def _require_data(values: Dict[str, Any], sources: Dict[str, str]) -> None:
 
 #: The training script's keys: model/data/runtime, training, and where to draw the training curves.
 TRAIN_SCHEMA = COMMON + TRAIN + Schema("training plot", [
-    Option("plot", str, nullable=True, validator=_plot_suffix,
+    Option("plot", str, nullable=True, validator=plot_suffix,
            help="draw the training loss and every exit's validation top-1 per epoch to this .png "
                 "(needs matplotlib); redrawn after every epoch"),
 ], checks=[_require_data])
@@ -104,64 +103,6 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0] % (2 ** 31 - 1))
 
 
-def classifier_head_names(net) -> List[str]:
-    """Parameter names of every classifier head (one per DVT stage): ``...head.weight`` / ``...head.bias``."""
-    return [p.name for p in net.get_parameters() if len(p.name.split(".")) >= 2 and p.name.split(".")[-2] == "head"]
-
-
-def reinit_fan_in(net) -> int:
-    """Re-draw every dense weight from a truncated normal with std ``1/sqrt(fan_in)`` (biases stay 0).
-
-    The official init (std 0.02) suits 384-wide and wider models; a 64-wide model starts with signals
-    about 4x too small and sits on a plateau for hundreds of steps. Returns the number of layers changed.
-    """
-    from mindspore import nn
-    from mindspore.common.initializer import TruncatedNormal, initializer
-
-    count = 0
-    for _, cell in net.cells_and_names():
-        if isinstance(cell, nn.Dense):
-            fan_in = int(cell.weight.shape[1])
-            cell.weight.set_data(initializer(TruncatedNormal(fan_in ** -0.5), cell.weight.shape, cell.weight.dtype))
-            count += 1
-    logger.info("weight_init fan_in: %d dense layers re-initialized with std 1/sqrt(fan_in)", count)
-    return count
-
-
-def load_pretrained(net, path: str) -> Dict[str, Any]:
-    """Load ``path`` into ``net`` (strict), except classifier heads of another shape, re-initialized.
-
-    Official ``.pth``/``.pth.tar`` files and ``.ckpt`` files (also training checkpoints: their optimizer
-    and EMA entries are ignored) are accepted. Returns the checkpoint's metadata.
-    """
-    from ..checkpoint import load_checkpoint, read_checkpoint
-    from .checkpoints import EMA_PREFIX, OPTIMIZER_PREFIX
-
-    weights, _ = read_checkpoint(path)
-    params = {p.name: p for p in net.get_parameters()}
-    heads = [n for n in classifier_head_names(net)
-             if n in weights and tuple(weights[n].shape) != tuple(params[n].shape)]
-    state = [k for k in weights if k.startswith((OPTIMIZER_PREFIX, EMA_PREFIX))]
-    if heads:
-        biases = [n for n in heads if n.endswith(".bias")] or heads
-        found = sorted({int(weights[n].shape[0]) for n in biases})
-        logger.warning("%s: classifier head(s) %s have %s classes in the checkpoint but the model has %d: "
-                       "they are re-initialized, not loaded", path, ", ".join(heads),
-                       "/".join(map(str, found)), int(params[biases[0]].shape[0]))
-    del weights
-    return load_checkpoint(net, path, exclude=heads + state)
-
-
-@dataclass
-class ValResult:
-    """Validation of one set of weights over the whole ``val`` split (all ranks)."""
-
-    top1: List[float]
-    top5: List[Optional[float]]
-    num_images: int
-    skipped: int
-
-
 @dataclass
 class EpochResult:
     """One epoch's numbers, as written to ``metrics.jsonl``."""
@@ -180,61 +121,6 @@ class EpochResult:
     keep_rate: Optional[float] = None
     digest: Optional[str] = None
     interrupted: Optional[int] = None  # the stop signal that ended the epoch early (a step checkpoint holds it)
-
-
-def evaluate_shard(net, data, batch_size: int, num_exits: int) -> np.ndarray:
-    """Counts on one data shard: ``[images, skipped, top1 per exit..., top5 per exit...]`` (float64).
-
-    Batches smaller than ``batch_size`` are zero-padded so one graph serves every batch. Top-5 counts
-    are 0 when there are fewer than 5 classes.
-    """
-    from ..evaluate import exit_logits, topk_counts
-
-    net.set_train(False)
-    top1 = np.zeros(num_exits)
-    top5 = np.zeros(num_exits)
-    seen = 0
-    for images, labels in data:
-        logits = np.stack(exit_logits(net, images, batch_size))
-        top1 += topk_counts(logits, labels, 1)
-        if logits.shape[2] >= 5:
-            top5 += topk_counts(logits, labels, 5)
-        seen += images.shape[0]
-    return np.concatenate([[seen, getattr(data, "skipped", 0)], top1, top5]).astype(np.float64)
-
-
-def counts_to_result(counts: np.ndarray, num_exits: int, num_classes: int) -> ValResult:
-    """Percentages from summed :func:`evaluate_shard` counts."""
-    n = int(counts[0])
-    top1 = [100.0 * c / n if n else math.nan for c in counts[2:2 + num_exits]]
-    top5 = [100.0 * c / n if n else math.nan for c in counts[2 + num_exits:2 + 2 * num_exits]]
-    return ValResult(top1=top1, top5=top5 if num_classes >= 5 else [None] * num_exits, num_images=n,
-                     skipped=int(counts[1]))
-
-
-@contextlib.contextmanager
-def ema_weights(net, ema) -> Iterator[None]:
-    """``with ema_weights(net, ema):`` the EMA weights are in ``net``; the trained ones are back on exit.
-
-    The values are written *in place* (``ops.assign``). ``Parameter.set_data`` (what
-    ``ModelEMA.swapped`` uses) gives the parameter a new buffer, and in MindSpore 2.10 a training graph
-    compiled before keeps updating the old one: the training would go on, detached from ``net``.
-    """
-    from mindspore import Tensor, ops
-
-    params = list(net.get_parameters())
-    backup = {p.name: p.asnumpy().copy() for p in params}
-    state = ema.state()
-    missing = sorted(set(backup) - set(state))
-    if missing:
-        raise ValueError(f"the EMA has no weights for {', '.join(missing[:5])}")
-    try:
-        for param in params:
-            ops.assign(param, Tensor(state[param.name], param.dtype))
-        yield
-    finally:
-        for param in params:
-            ops.assign(param, Tensor(backup[param.name], param.dtype))
 
 
 def _fmt_time(seconds: float) -> str:
