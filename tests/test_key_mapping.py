@@ -64,7 +64,7 @@ FULL_SIZE = [
 
 @pytest.mark.parametrize("name,builder,kwargs,n_keys,n_values", FULL_SIZE, ids=[c[0] for c in FULL_SIZE])
 def test_full_size_official_state_dict_maps_one_to_one(torch, name, builder, kwargs, n_keys, n_values):
-    from tests import torch_reference
+    from dvt_ms.reference import torch_models as torch_reference
 
     build = getattr(torch_reference, f"build_{builder}")
     extra = dict(feature_reuse=True, relation_reuse=True) if builder == "dvt" else {}

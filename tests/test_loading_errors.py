@@ -46,7 +46,7 @@ def test_truncated_file(tmp_path, reference_dir):
 
 
 def _tiny_deit_state(torch):
-    from tests import torch_reference
+    from dvt_ms.reference import torch_models as torch_reference
 
     reference = torch_reference.build_deit(**TINY)
     torch_reference.randomize_(reference, seed=1)

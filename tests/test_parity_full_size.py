@@ -15,7 +15,7 @@ FULL = {
 
 @pytest.mark.parametrize("name", sorted(FULL))
 def test_full_size_cascade(torch, tmp_path, name):
-    from tests import torch_reference
+    from dvt_ms.reference import torch_models as torch_reference
 
     reference = torch_reference.build_dvt(**FULL[name], num_classes=1000, feature_reuse=True,
                                           relation_reuse=True)

@@ -1,6 +1,6 @@
 """Parity with PyTorch re-implementations of the official models, loaded through our converter.
 
-tests/torch_reference.py was checked to give the official code's outputs bit for bit; here its
+dvt_ms/reference/torch_models.py was checked to give the official code's outputs bit for bit; here its
 randomly weighted models are saved as official checkpoints, loaded with ``dvt_ms.load_checkpoint`` and
 run in GRAPH_MODE.
 """
@@ -17,7 +17,7 @@ EVIT_TINY = dict(embed_dim=64, depth=4, num_heads=2, mlp_ratio=2.0, num_classes=
 
 @pytest.fixture(scope="module")
 def ref(torch):
-    from tests import torch_reference
+    from dvt_ms.reference import torch_models as torch_reference
 
     return torch_reference
 

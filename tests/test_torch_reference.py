@@ -1,4 +1,4 @@
-"""Checks of the plain-PyTorch reference models in ``tests/torch_reference.py``.
+"""Checks of the plain-PyTorch reference models in ``dvt_ms/reference/torch_models.py``.
 
 The reference models were verified against the official DVT / EViT code (run outside this repository);
 these tests pin the facts that verification established: state-dict layouts, full-size parameter
@@ -22,11 +22,9 @@ FULL_SIZE = [
 
 @pytest.fixture(scope="module")
 def ref(torch):
-    try:
-        import torch_reference
-    except ImportError:  # tests/ imported as a package
-        from tests import torch_reference
-    return torch_reference
+    from dvt_ms.reference import torch_models
+
+    return torch_models
 
 
 def _count(state_dict):
