@@ -125,6 +125,21 @@ def test_mlp_linear_and_gelu_match_mindspore(shape, hidden):
 
 
 @needs_kernels
+def test_residual_sums_inside_the_products_match_mindspore():
+    """``Mlp(x, residual)`` and ``Attention(x, bias, residual)``: the sum is taken inside fc2 / proj."""
+    from dvt_ms.layers import Attention, Mlp
+
+    fused, stock = fused_and_stock(lambda kernels: Mlp(40, 96, 40, kernels=kernels))
+    x, residual, w = tensor(2, 37, 40), tensor(2, 37, 40), tensor(2, 37, 40)
+    assert_same(outputs_and_grads(fused, [x, residual], w), outputs_and_grads(stock, [x, residual], w), 1e-5)
+    np.testing.assert_allclose(fused(x, residual).asnumpy(), (fused(x) + residual).asnumpy(), atol=1e-5)
+    fused, stock = fused_and_stock(lambda kernels: Attention(48, 3, kernels=kernels))
+    x, relation, residual, w = tensor(2, 11, 48), tensor(2, 3, 11, 11), tensor(2, 11, 48), tensor(2, 11, 48)
+    assert_same(outputs_and_grads(fused, [x, relation, residual], w),
+                outputs_and_grads(stock, [x, relation, residual], w), 1e-5)
+
+
+@needs_kernels
 def test_gelu_layer_matches_mindspore():
     from dvt_ms.layers import GELU
 

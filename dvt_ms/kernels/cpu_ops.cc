@@ -662,6 +662,23 @@ static int DenseBackward(void **params, int *ndims, int64_t **shapes, Precision 
 }
 
 DVT_PRODUCT_KERNEL(LinearForward) { return DenseForward(params, ndims, shapes, true, precision); }
+
+// A dense layer added to a residual: y = residual + x @ weight^T + bias, with no separate addition pass.
+// in: x [R, K], weight [N, K], bias [N], residual [R, N]; out: y [R, N]. Its gradient is LinearBackward's
+// plus dy for the residual.
+DVT_PRODUCT_KERNEL(LinearResidualForward) {
+  const float *x = IN(0), *weight = IN(1), *bias = IN(2), *residual = IN(3);
+  float *y = OUT(4);
+  const int64_t k = shapes[0][ndims[0] - 1], rows = Rows(ndims[0], shapes[0]), n = shapes[1][0];
+  ParallelRows(rows, Chunks(rows, n), [&](int, int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float *rr = residual + r * n;
+      float *yr = y + r * n;
+      for (int64_t c = 0; c < n; ++c) yr[c] = rr[c] + bias[c];
+    }
+  });
+  return Gemm(precision, 'N', 'T', rows, n, k, x, k, weight, k, y, n, true) ? 0 : 2;
+}
 DVT_PRODUCT_KERNEL(LinearBackward) { return DenseBackward(params, ndims, shapes, precision, true); }
 DVT_PRODUCT_KERNEL(ProjectForward) { return DenseForward(params, ndims, shapes, false, precision); }
 DVT_PRODUCT_KERNEL(ProjectBackward) { return DenseBackward(params, ndims, shapes, precision, false); }

@@ -135,6 +135,18 @@ def linear_op(precision: str = "fp32") -> ops.Custom:
 
 
 @lru_cache(maxsize=None)
+def linear_residual_op(precision: str = "fp32") -> ops.Custom:
+    """``(x [..., K], weight [N, K], bias [N], residual [..., N]) -> residual + x @ weight.T + bias``."""
+    backward = _aot(_product("LinearBackward", precision), lambda dy, x, w: (x, w, w[:1]), lambda dy, x, w: (x, w, w))
+
+    def bprop(x, weight, bias, residual, out, dout):
+        dx, dweight, dbias = backward(dout, x, weight)
+        return dx, dweight, dbias, dout
+
+    return _aot(_product("LinearResidualForward", precision), lambda x, w, b, r: r, lambda x, w, b, r: x, bprop)
+
+
+@lru_cache(maxsize=None)
 def project_op(constant: bool = False, precision: str = "fp32") -> ops.Custom:
     """``(x [..., K], weight [N, K]) -> x @ weight.T`` on oneDNN.
 

@@ -14,6 +14,7 @@ class Attention(UsesKernels, nn.Cell):
 
     ``construct`` returns ``(output, logits, probs)``: ``logits`` are the scaled scores plus any reused
     relation bias (what the next DVT stage reuses) and ``probs`` their softmax (what EViT ranks by).
+    With ``residual``, ``output`` is ``residual`` plus the attention (added inside the projection).
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = False,
@@ -39,14 +40,15 @@ class Attention(UsesKernels, nn.Cell):
             self.fused_mix = fused_ops.attention_mix_op(kernels.kernel_precision)
             self.fused_to_tokens = fused_ops.heads_to_tokens_op()
 
-    def construct(self, x: Tensor, relation_bias: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+    def construct(self, x: Tensor, relation_bias: Optional[Tensor] = None,
+                  residual: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
         if self.fused:
             q, k, v = self.fused_to_heads(self.qkv(x), self.fused_scale)
             logits = self.fused_scores(q, k)
             if relation_bias is not None:
                 logits = logits + relation_bias
             probs = self.fused_softmax(logits)
-            return self.proj(self.fused_to_tokens(self.fused_mix(probs, v))), logits, probs
+            return self._project(self.fused_to_tokens(self.fused_mix(probs, v)), residual), logits, probs
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).transpose(2, 0, 3, 1, 4)
         q, k, v = self.unstack(qkv)
@@ -55,4 +57,7 @@ class Attention(UsesKernels, nn.Cell):
             logits = logits + relation_bias
         probs = ops.softmax(logits, axis=-1)
         out = self.weighted_sum(probs, v).transpose(0, 2, 1, 3).reshape(b, n, c)
-        return self.proj(out), logits, probs
+        return self._project(out, residual), logits, probs
+
+    def _project(self, heads: Tensor, residual: Optional[Tensor]) -> Tensor:
+        return self.proj(heads) if residual is None else self.proj.add_to(heads, residual)

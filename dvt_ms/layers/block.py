@@ -49,8 +49,11 @@ class Block(nn.Cell):
     def construct(self, x: Tensor, reused_tokens: Optional[Tensor] = None,
                   relation_bias: Optional[Tensor] = None, keep_rate: Optional[float] = None,
                   selections: tuple = ()) -> Tuple[Tensor, Tensor, Optional[Tensor], tuple]:
-        attn_out, logits, probs = self.attn(self.norm1(x), relation_bias)
-        x = x + self.drop_path(attn_out)
+        if self.drop_path.active:
+            attn_out, logits, probs = self.attn(self.norm1(x), relation_bias)
+            x = x + self.drop_path(attn_out)
+        else:  # the residual sums are taken inside the projections
+            x, logits, probs = self.attn(self.norm1(x), relation_bias, x)
         kept_idx = None
         keep = resolve_keep_count(self.keep_rate, keep_rate, x.shape[1] - 1)
         if keep > 0:
@@ -62,5 +65,8 @@ class Block(nn.Cell):
         if self.feature_reuse is not None:
             reused = follow_rows(self.feature_reuse(reused_tokens), selections)
             mlp_in = ops.concat((x, reused), axis=-1)
-        x = x + self.drop_path(self.mlp(self.norm2(mlp_in)))
+        if self.drop_path.active:
+            x = x + self.drop_path(self.mlp(self.norm2(mlp_in)))
+        else:
+            x = self.mlp(self.norm2(mlp_in), x)
         return x, logits, kept_idx, selections

@@ -11,8 +11,13 @@ class DropPath(nn.Cell):
             raise ValueError(f"drop_path probability must be in [0, 1), got {drop_prob}")
         self.keep_prob = 1.0 - drop_prob
 
+    @property
+    def active(self) -> bool:
+        """Whether ``construct`` changes its input (training with a drop probability above 0)."""
+        return self.training and self.keep_prob < 1.0
+
     def construct(self, x: Tensor) -> Tensor:
-        if not self.training or self.keep_prob == 1.0:
+        if not self.active:
             return x
         shape = (x.shape[0],) + (1,) * (x.ndim - 1)
         mask = ops.floor(self.keep_prob + ops.rand(shape, dtype=x.dtype))

@@ -11,7 +11,8 @@ class Linear(UsesKernels, nn.Dense):
     With the fused CPU kernels, the product runs on MindSpore's bundled oneDNN (in the model's precision, fp32
     or bf16) and the bias
     gradient is one column sum (:mod:`dvt_ms.kernels`); ``fused_project`` (no bias) lets
-    :class:`~dvt_ms.layers.mlp.Mlp` fuse the bias into the GELU.
+    :class:`~dvt_ms.layers.mlp.Mlp` fuse the bias into the GELU, and :meth:`add_to` adds the layer to a
+    residual inside the product.
     """
 
     def __init__(self, in_features: int, out_features: int, has_bias: bool = True,
@@ -21,6 +22,7 @@ class Linear(UsesKernels, nn.Dense):
         if kernels.available:
             self.fused_linear = fused_ops.linear_op(kernels.kernel_precision)
             self.fused_project = fused_ops.project_op(precision=kernels.kernel_precision)
+            self.fused_residual = fused_ops.linear_residual_op(kernels.kernel_precision)
 
     def construct(self, x: Tensor) -> Tensor:
         if not self.fused:
@@ -28,3 +30,9 @@ class Linear(UsesKernels, nn.Dense):
         if self.has_bias:
             return self.fused_linear(x, self.weight, self.bias)
         return self.fused_project(x, self.weight)
+
+    def add_to(self, x: Tensor, residual: Tensor) -> Tensor:
+        """``residual + self(x)``; one kernel on the fused CPU kernels (no pass over the sum)."""
+        if self.fused and self.has_bias:
+            return self.fused_residual(x, self.weight, self.bias, residual)
+        return residual + self.construct(x)

@@ -23,8 +23,12 @@ class Mlp(UsesKernels, nn.Cell):
         if kernels.available and self.fuse_bias_gelu:
             self.fused_bias_gelu = fused_ops.bias_gelu_op()
 
-    def construct(self, x: Tensor) -> Tensor:
+    def construct(self, x: Tensor, residual: Optional[Tensor] = None) -> Tensor:
+        """``fc2(GELU(fc1(x)))``, plus ``residual`` if given (added inside fc2's product when fused)."""
         if self.fused and self.fuse_bias_gelu:
-            hidden = self.fc1.fused_project(x, self.fc1.weight)
-            return self.fc2(self.fused_bias_gelu(hidden, self.fc1.bias))
-        return self.fc2(self.act(self.fc1(x)))
+            hidden = self.fused_bias_gelu(self.fc1.fused_project(x, self.fc1.weight), self.fc1.bias)
+        else:
+            hidden = self.act(self.fc1(x))
+        if residual is None:
+            return self.fc2(hidden)
+        return self.fc2.add_to(hidden, residual)
