@@ -110,6 +110,8 @@ def test_precision_config_key(tmp_path):
     assert config.precision == "bf16"
     with pytest.raises(ConfigError, match="precision"):
         resolve_config(COMMON + EVAL, ["--checkpoint", "x.ckpt", "--precision", "fp8"])
+    with pytest.raises(ConfigError, match=r"--predictions: 'probs.csv': the predictions file must end in .npz"):
+        resolve_config(COMMON + EVAL, ["--checkpoint", "x.ckpt", "--predictions", "probs.csv"])
     train = ["--model", "deit_small", "--data_dir", str(tmp_path)]
     assert resolve_config(COMMON + TRAIN, train + ["--precision", "bf16"]).precision == "bf16"
     with pytest.raises(ConfigError, match="--amp_level, --precision: precision fp16 with amp_level auto on CPU"):
