@@ -15,12 +15,13 @@ from .choice import KernelChoice, check_precision
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AMP_LEVEL", "amp_settings", "apply_precision"]
+__all__ = ["AMP_DTYPES", "AMP_LEVEL", "amp_settings", "apply_precision"]
 
 #: the level of ``mindspore.amp.auto_mixed_precision`` a low precision maps onto (its white list: Dense,
 #: MatMul, BatchMatMul, convolutions; LayerNorm and Softmax are not in it and stay float32)
 AMP_LEVEL = "O1"
-_DTYPES = {"bf16": mstype.bfloat16, "fp16": mstype.float16}
+#: the MindSpore dtype of each low precision
+AMP_DTYPES = {"bf16": mstype.bfloat16, "fp16": mstype.float16}
 
 
 def amp_settings(precision: str, device_target: str) -> Optional[Dict[str, Any]]:
@@ -29,7 +30,7 @@ def amp_settings(precision: str, device_target: str) -> Optional[Dict[str, Any]]
     check_precision(precision)
     if precision == "fp32" or device_target == "CPU":
         return None
-    return {"amp_level": AMP_LEVEL, "dtype": _DTYPES[precision]}
+    return {"amp_level": AMP_LEVEL, "dtype": AMP_DTYPES[precision]}
 
 
 def apply_precision(net: nn.Cell, kernels: KernelChoice) -> nn.Cell:

@@ -38,6 +38,7 @@ from mindspore.nn import DistributedGradReducer
 from mindspore.ops import AllReduce, ReduceOp
 
 from ..kernels.ops import non_finite_count_op
+from ..kernels.precision import AMP_DTYPES
 from .ema import ModelEMA
 from .loss import check_targets
 from .precision import AMP_LEVELS
@@ -127,10 +128,6 @@ def build_grad_sync(parameters, parallel_mode: Optional[str] = None) -> Optional
         return _DataParallelSync(parameters)
     raise ValueError(f"parallel_mode {mode!r} is not supported by TrainStep; use "
                      f"{ms.ParallelMode.STAND_ALONE!r} or {ms.ParallelMode.DATA_PARALLEL!r}")
-
-
-#: ``amp_dtype`` of :class:`TrainStep` and :func:`prepare_amp`
-AMP_DTYPES = {"fp16": mstype.float16, "bf16": mstype.bfloat16}
 
 
 def prepare_amp(net: nn.Cell, amp_level: str = "O0", device_target: Optional[str] = None,
