@@ -13,13 +13,12 @@ sizes) in fp32. In bf16 on CPU only ``buckets``: dynamic shapes run MindSpore's 
 refuses ``dynamic`` for a bf16 model (see :data:`NO_DYNAMIC_REASON`).
 """
 import argparse
-import json
 import logging
 import statistics
 import time
 from typing import Callable, Dict, List, Sequence, Tuple
 
-from .environment import gemm_measurements, gemm_peaks, header, mfu, print_header
+from .environment import gemm_measurements, gemm_peaks, header, mfu, print_header, write_results
 from .ratios import target_of
 from .timing import Measurement, framework_label, run_interleaved, timing_description
 
@@ -206,7 +205,6 @@ def early_exit_suite(args: argparse.Namespace, device: str) -> int:
     print_early_exit_report(env, gemms, info, ratio_rows)
     if args.json:
         peaks = gemm_peaks(gemms)
-        path = args.json if args.suite == "early_exit" else args.json.with_name(args.json.stem + "_early_exit.json")
         payload = dict(
             environment=env, gemm_peak_flops=peaks["fp32"], bf16_gemm_peak_flops=peaks.get("bf16"),
             thresholds=[float(t) for t in info["thresholds"]], exit_counts=[int(c) for c in info["counts"]],
@@ -216,6 +214,5 @@ def early_exit_suite(args: argparse.Namespace, device: str) -> int:
                                 stage_batches=[{str(b): c for b, c in s.items()} for s in e["engine"].stage_batches],
                                 max_logit_diff=e["max_logit_diff"]) for mode, e in info["engines"].items()},
             results=[dict(m.result(), mfu=mfu(m, peaks)) for m in measurements])
-        path.write_text(json.dumps(payload, indent=2))
-        logger.info("wrote %s", path)
+        write_results(args, "early_exit", payload)
     return 0

@@ -6,6 +6,7 @@ product in bf16 gives a second peak (MindSpore's own matmul has no bf16 path on 
 against the peak of its own precision.
 """
 import argparse
+import json
 import logging
 import os
 import platform
@@ -164,3 +165,12 @@ def print_header(env: Dict[str, str], gemms: Sequence[Measurement]) -> None:
               f"calls; median {g.flops_per_call / g.median_s / 1e9:.1f}; threads used "
               f"{statistics.median(g.threads_used):g}, cores busy {statistics.median(g.cpu_over_wall):.2f})")
     print("(MFU of each row against the GEMM peak of its own precision)")
+
+
+def write_results(args: argparse.Namespace, suite: str, payload: dict) -> None:
+    """Write ``payload`` to ``--json`` if ``suite`` is the one asked for, else to ``STEM_<suite>.json`` beside it
+    (``--suite all``: the inference results take the name, the early-exit results go beside them)."""
+    owns_name = args.suite == suite or (args.suite == "all" and suite == "inference")
+    path = args.json if owns_name else args.json.with_name(f"{args.json.stem}_{suite}.json")
+    path.write_text(json.dumps(payload, indent=2))
+    logger.info("wrote %s", path)

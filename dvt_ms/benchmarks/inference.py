@@ -9,13 +9,12 @@ use (``runtime_num_threads``), in fp32 and, with ``--precision bf16``, under bf1
 full cascade for DVT).
 """
 import argparse
-import json
 import logging
 import statistics
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-from .environment import STOCK, gemm_measurements, gemm_peaks, header, import_torch, mfu, print_header
+from .environment import STOCK, gemm_measurements, gemm_peaks, header, import_torch, mfu, print_header, write_results
 from .mindspore_rows import macs_of, mindspore_measurements
 from .ratios import Pair, print_ratio_table, ratio_rows
 from .timing import Measurement, run_interleaved, timing_description
@@ -110,6 +109,5 @@ def inference_suite(args: argparse.Namespace, device: str) -> int:
             args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             environment=env, gemm_peak_flops=peaks["fp32"], bf16_gemm_peak_flops=peaks.get("bf16"), ratios=rows,
             results=[dict(m.result(), mfu=mfu(m, peaks)) for m in models])
-        args.json.write_text(json.dumps(payload, indent=2))
-        logger.info("wrote %s", args.json)
+        write_results(args, "inference", payload)
     return 0

@@ -9,12 +9,11 @@ drop path, no gradient clipping on either side. Measured in ``--rounds`` interle
 peaks; medians reported, training MFU = 6 * MACs * images/s over the peak of the row's precision.
 """
 import argparse
-import json
 import logging
 import statistics
 from typing import Dict, List, Sequence
 
-from .environment import STOCK, gemm_measurements, gemm_peaks, header, import_torch, mfu, print_header
+from .environment import STOCK, gemm_measurements, gemm_peaks, header, import_torch, mfu, print_header, write_results
 from .inference import FUSED_LABEL
 from .mindspore_rows import macs_of, mindspore_train_measurement, soft_targets
 from .ratios import Pair, print_ratio_table, ratio_rows
@@ -101,9 +100,7 @@ def train_suite(args: argparse.Namespace, device: str) -> int:
     print_train_report(env, measurements, gemms, rows)
     if args.json:
         peaks = gemm_peaks(gemms)
-        path = args.json if args.suite == "train" else args.json.with_name(args.json.stem + "_train.json")
         payload = dict(environment=env, gemm_peak_flops=peaks["fp32"], bf16_gemm_peak_flops=peaks.get("bf16"),
                        ratios=rows, results=[dict(m.result(), mfu=mfu(m, peaks, passes=3)) for m in measurements])
-        path.write_text(json.dumps(payload, indent=2))
-        logger.info("wrote %s", path)
+        write_results(args, "train", payload)
     return 0
