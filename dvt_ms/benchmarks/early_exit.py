@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 from .environment import gemm_measurements, gemm_peaks, header, mfu, print_header, write_results
 from .ratios import target_of
-from .timing import Measurement, framework_label, run_interleaved, timing_description
+from .timing import Measurement, framework_label, run_interleaved, run_lines
 
 logger = logging.getLogger("benchmark")
 
@@ -192,7 +192,7 @@ def early_exit_suite(args: argparse.Namespace, device: str) -> int:
     info = early_exit_measurements(args, images, device)
     measurements = info["measurements"]
     gemms = gemm_measurements(args.gemm_size, info["precision"], device)
-    load_before, load_after = run_interleaved(list(gemms) + measurements, args)
+    loads = run_interleaved(list(gemms) + measurements, args)
 
     ratio_rows = early_exit_ratios({m.model: m for m in measurements}, info["macs"], info["expected_macs"])
     env = header("early_exit", device, args)
@@ -200,8 +200,7 @@ def early_exit_suite(args: argparse.Namespace, device: str) -> int:
                      f"{args.exit_seed}; random weights")
     env["calls"] = (f"engines, deit_small, evit_deit_small: all {args.exit_batch} images in one call; full cascade: "
                     f"calls of {args.exit_cascade_chunk} images")
-    env["load average before/after"] = f"{load_before:.2f} / {load_after:.2f}"
-    env["timing"] = timing_description(args, "call")
+    env.update(run_lines(args, loads, "call"))
     print_early_exit_report(env, gemms, info, ratio_rows)
     if args.json:
         peaks = gemm_peaks(gemms)

@@ -13,6 +13,7 @@ import platform
 import statistics
 from typing import Dict, List, Optional, Sequence
 
+from ..utils.cpuinfo import CPUINFO, cpuinfo_field, cpuinfo_flags
 from .timing import Measurement
 
 logger = logging.getLogger("benchmark")
@@ -40,23 +41,14 @@ def kernels_description(mode: str, precision: str = "fp32") -> str:
 
 def cpu_model() -> str:
     """CPU model name from /proc/cpuinfo, or what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    return cpuinfo_field("model name") or platform.processor() or "unknown CPU"
 
 
-def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> str:
+def cpu_flags(cpuinfo: str = CPUINFO) -> str:
     """The CPU's bfloat16-related flags (AVX512-BF16, AMX) from ``cpuinfo``."""
-    try:
-        with open(cpuinfo) as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return f"unknown (no {cpuinfo})"
+    flags = cpuinfo_flags(cpuinfo)
+    if flags is None:
+        return f"unknown (no flags in {cpuinfo})"
     return ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in BF16_FLAGS)
 
 

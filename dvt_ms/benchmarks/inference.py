@@ -17,7 +17,7 @@ from typing import Dict, List, Sequence
 from .environment import STOCK, gemm_measurements, gemm_peaks, header, import_torch, mfu, print_header, write_results
 from .mindspore_rows import macs_of, mindspore_measurements
 from .ratios import Pair, print_ratio_table, ratio_rows
-from .timing import Measurement, run_interleaved, timing_description
+from .timing import Measurement, run_interleaved, run_lines
 from .torch_baselines import TORCH_DEIT, TORCH_DVT, torch_label
 
 logger = logging.getLogger("benchmark")
@@ -92,15 +92,14 @@ def inference_suite(args: argparse.Namespace, device: str) -> int:
         macs = {name: macs_of(models, name, args.image_size) for name in names}
         models += torch_inference_measurements(torch, names, args.image_size, images, macs, args.precision)
 
-    load_before, load_after = run_interleaved(list(gemms) + models, args)
+    loads = run_interleaved(list(gemms) + models, args)
 
     env = header("inference", device, args)
     env["torch"] = ("not used" if torch is None else
                     f"{torch.__version__}, threads = {torch.get_num_threads()}, eager, inference_mode; DeiT-S and "
                     "the official DVT cascade (dvt_ms.reference.torch_models)"
                     + (", bf16 rows under torch.autocast" if args.precision == "bf16" else ""))
-    env["load average before/after"] = f"{load_before:.2f} / {load_after:.2f}"
-    env["timing"] = timing_description(args, "call")
+    env.update(run_lines(args, loads, "call"))
     rows = inference_ratios(models, args.batch_sizes)
     print_report(env, models, gemms, rows)
     if args.json:

@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 logger = logging.getLogger("benchmark")
 
-__all__ = ["Measurement", "framework_label", "time_chunk", "prepare", "run_interleaved", "timing_description",
+__all__ = ["Measurement", "framework_label", "time_chunk", "prepare", "run_interleaved", "run_lines",
            "find"]
 
 
@@ -135,7 +135,9 @@ def run_interleaved(measurements: List[Measurement], args: argparse.Namespace) -
     return load_before, os.getloadavg()[0]
 
 
-def timing_description(args: argparse.Namespace, unit: str) -> str:
-    """The "timing" line of a report; ``unit`` is what one timed call is ("call", "step")."""
+def run_lines(args: argparse.Namespace, loads: Tuple[float, float], unit: str) -> Dict[str, str]:
+    """The report lines of how the rounds ran: the load average (``loads``, as :func:`run_interleaved`
+    returns it) and the timing; ``unit`` is what one timed call is ("call", "step")."""
     per_round = f"{args.iters} {unit}s" if args.iters else f">= {args.seconds:g} s (>= {args.min_iters} {unit}s)"
-    return f"{args.rounds} interleaved rounds x {per_round}, warmup {args.warmup}, median per {unit}"
+    return {"load average before/after": f"{loads[0]:.2f} / {loads[1]:.2f}",
+            "timing": f"{args.rounds} interleaved rounds x {per_round}, warmup {args.warmup}, median per {unit}"}

@@ -17,7 +17,7 @@ from .environment import STOCK, gemm_measurements, gemm_peaks, header, import_to
 from .inference import FUSED_LABEL
 from .mindspore_rows import macs_of, mindspore_train_measurement, soft_targets
 from .ratios import Pair, print_ratio_table, ratio_rows
-from .timing import Measurement, run_interleaved, timing_description
+from .timing import Measurement, run_interleaved, run_lines
 from .torch_baselines import TORCH_DEIT, torch_label
 
 logger = logging.getLogger("benchmark")
@@ -86,7 +86,7 @@ def train_suite(args: argparse.Namespace, device: str) -> int:
         macs = macs_of(measurements, TORCH_DEIT, size)
         measurements.append(torch_train_measurement(torch, batch, size, images, targets, macs, precision))
 
-    load_before, load_after = run_interleaved(list(gemms) + measurements, args)
+    loads = run_interleaved(list(gemms) + measurements, args)
 
     rows = train_ratios(measurements, batch, precision)
     env = header("train", device, args)
@@ -95,8 +95,7 @@ def train_suite(args: argparse.Namespace, device: str) -> int:
                     + (", forward under torch.autocast bf16, no GradScaler" if precision == "bf16" else ""))
     env["step"] = (f"batch {batch} x 3 x {size} x {size} random images, soft targets (1000 classes), AdamW 5e-4 / "
                    f"wd 0.05, {precision} (float32 weights); no EMA, drop path, clipping or loss scaling")
-    env["load average before/after"] = f"{load_before:.2f} / {load_after:.2f}"
-    env["timing"] = timing_description(args, "step")
+    env.update(run_lines(args, loads, "step"))
     print_train_report(env, measurements, gemms, rows)
     if args.json:
         peaks = gemm_peaks(gemms)

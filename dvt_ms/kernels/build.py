@@ -11,6 +11,8 @@ from typing import List, Optional
 
 import mindspore as ms
 
+from ..utils.cpuinfo import cpuinfo_flags
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["CPU_KERNEL_MODES", "KernelBuildError", "library_key", "library_path"]
@@ -31,11 +33,7 @@ class KernelBuildError(RuntimeError):
 
 
 def _cpu_signature() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        flags = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    except OSError:
-        flags = ""
+    flags = " ".join(sorted(cpuinfo_flags() or ()))
     return f"{platform.machine()}|{platform.processor()}|{flags}"
 
 

@@ -22,6 +22,7 @@ from typing import Iterator, Optional, Tuple
 import mindspore as ms
 
 from ..config import PRECISIONS
+from ..utils.cpuinfo import cpuinfo_flags
 from .build import CPU_KERNEL_MODES, KernelBuildError, library_path
 
 logger = logging.getLogger(__name__)
@@ -36,11 +37,7 @@ BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 def cpu_bf16_flags() -> Tuple[str, ...]:
     """The :data:`BF16_CPU_FLAGS` this CPU reports in ``/proc/cpuinfo`` (empty where it cannot be read)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
-    except OSError:
-        return ()
+    flags = cpuinfo_flags() or frozenset()
     return tuple(flag for flag in BF16_CPU_FLAGS if flag in flags)
 
 

@@ -56,11 +56,6 @@ _RESERVED = frozenset({"format", "epoch", "epoch_step", "global_step", "metric",
                        "optimizer", "has_optimizer", "has_ema"})
 
 
-def _epoch_of(path: Path) -> Optional[int]:
-    match = _EPOCH_FILE.match(path.name)
-    return int(match.group(1)) if match else None
-
-
 def _position(path: Path) -> Optional[Tuple[int, int]]:
     """(finished epochs, steps into the next epoch) of a checkpoint file name, or ``None``."""
     match = _EPOCH_FILE.match(path.name)
@@ -111,10 +106,7 @@ class CheckpointManager:
 
     def epoch_files(self) -> List[Path]:
         """Complete-looking epoch files (temporary files ignored), oldest epoch first."""
-        if not self.output_dir.is_dir():
-            return []
-        files = [p for p in self.output_dir.iterdir() if p.is_file() and _epoch_of(p) is not None]
-        return sorted(files, key=_epoch_of)
+        return [p for p in self.checkpoint_files() if _EPOCH_FILE.match(p.name)]
 
     def step_path(self, epoch: int, step: int) -> Path:
         """``output_dir/epoch_XXXX_step_YYYYYY.ckpt``: epoch ``epoch`` after ``step`` of its steps."""

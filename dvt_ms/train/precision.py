@@ -17,7 +17,7 @@ forward and backward computations.
 """
 from dataclasses import dataclass
 
-from ..config import PRECISIONS
+from ..kernels.choice import check_precision
 
 __all__ = ["AMP_LEVELS", "TrainingPrecision", "resolve_training_precision"]
 
@@ -66,8 +66,7 @@ class TrainingPrecision:
 def resolve_training_precision(precision: str, amp_level: str, device: str) -> TrainingPrecision:
     """The :class:`TrainingPrecision` of ``precision`` and ``amp_level`` on ``device``; a ``ValueError``
     naming both keys where they contradict each other or the device cannot train that way."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    check_precision(precision)
     if amp_level not in ("auto",) + AMP_LEVELS:
         raise ValueError(f"amp_level must be auto or one of {', '.join(AMP_LEVELS)}, got {amp_level!r}")
     keys = f"precision {precision} with amp_level {amp_level}"
