@@ -124,8 +124,9 @@ def require_model(values: Dict[str, Any], sources: Dict[str, str]) -> None:
 
 #: The checkpoint a script reads (eval, infer, export, visualize); one option shared by their sections.
 CHECKPOINT = Option("checkpoint", str, nullable=True, validator=non_empty,
-                    help="official .pth/.pth.tar or a .ckpt written by this project (which names its model, "
-                         "architecture and data config)")
+                    help="official .pth/.pth.tar, .safetensors or .ckpt, or a .ckpt written by this project (which "
+                         "names its model, architecture and data config): final_weights.ckpt, or a training "
+                         "checkpoint such as best.ckpt or epoch_XXXX.ckpt (see weights)")
 #: Which weights of that checkpoint (or of ``pretrained``, or the converter's ``src``) are loaded; one option
 #: shared by every section that reads weights.
 WEIGHTS = Option("weights", str, default="model", choices=WEIGHT_CHOICES,
