@@ -76,8 +76,8 @@ def test_eval_takes_best_epoch_and_final_files_and_the_ema(run, ema_weights_file
     assert lines[0] == (f"{files['best']}: a dvt_ms training checkpoint ({n} model weights, {n} EMA weights, "
                         f"{skipped} optimizer-state entries): loading the model weights (the EMA weights with "
                         f"--weights model_ema); {skipped} optimizer-state entries skipped")
-    assert lines[-1] == (f"{files['final']}: a weights file ({n} model weights, 0 optimizer-state entries): "
-                         "loading the model weights; 0 optimizer-state entries skipped")
+    assert lines[-1] == (f"{files['final']}: a weights file ({n} model weights): loading the model weights; "
+                         "0 optimizer-state entries skipped")
     assert probs["best"].shape == (3, 8, 4)
     np.testing.assert_array_equal(probs["best"], probs["best_epoch"])  # the same weights, the same run
     np.testing.assert_array_equal(probs["last"], probs["final"])

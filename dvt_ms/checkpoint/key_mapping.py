@@ -232,7 +232,7 @@ class CheckpointEntries:
         """E.g. ``a dvt_ms training checkpoint (152 model weights, 152 EMA weights, 258 optimizer-state
         entries)``."""
         counts = [f"{len(self.model)} model weights"] + ([f"{len(self.ema)} EMA weights"] if self.ema else [])
-        counts.append(f"{len(self.optimizer)} optimizer-state entries")
+        counts += [f"{len(self.optimizer)} optimizer-state entries"] if self.optimizer else []
         return f"{_KINDS[self.kind]} ({', '.join(counts)})"
 
     def select(self, weights: str = "model") -> Dict[str, str]:
