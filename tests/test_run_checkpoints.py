@@ -149,7 +149,8 @@ def test_pretrained_takes_a_training_checkpoint_and_its_ema(run):
 # ------------------------------------------------------------------------------------------------ errors
 def test_model_ema_of_a_run_without_ema_names_the_file_and_what_it_holds(run, tmp_path):
     raw = ms.load_checkpoint(str(run["files"]["best"]))
-    entries = [{"name": k, "data": v} for k, v in raw.items() if not k.startswith(EMA_PREFIX) and not isinstance(v, str)]
+    entries = [{"name": k, "data": v} for k, v in raw.items()
+               if not k.startswith(EMA_PREFIX) and not isinstance(v, str)]
     path = save_checkpoint(entries, tmp_path / "no_ema.ckpt", {"model": "dvt_deit_small"})
     n = len(run["ema"])
     with pytest.raises(CheckpointError) as info:
