@@ -427,9 +427,10 @@ def budget_thresholds(metadata: Mapping[str, Any], budget_step: int, n_exits: in
 def model_from_checkpoint(path: Union[str, os.PathLike], model_name: Optional[str] = None,
                           overrides: Optional[Mapping[str, Any]] = None,
                           cpu_kernels: Optional[str] = None,
-                          precision: Optional[str] = None) -> Tuple[nn.Cell, Dict[str, Any]]:
+                          precision: Optional[str] = None, weights: str = "model") -> Tuple[nn.Cell, Dict[str, Any]]:
     """Build the model a checkpoint was converted from and load it, with ``cpu_kernels`` and ``precision``
-    (:func:`dvt_ms.models.create_model`); returns ``(model, metadata)``.
+    (:func:`dvt_ms.models.create_model`); returns ``(model, metadata)``. ``weights``: ``"model"`` or
+    ``"model_ema"`` (the EMA of a training checkpoint or an official training file).
 
     A ``.ckpt`` of this project names its model (``model``, ``model_overrides``), and so does an official
     MindSpore DVT ``.ckpt``, recognised from its keys; ``model_name``/``overrides`` must then agree with it.
@@ -438,7 +439,7 @@ def model_from_checkpoint(path: Union[str, os.PathLike], model_name: Optional[st
     from .model_config import load_model
 
     loaded = load_model({"model": model_name, "model_overrides": dict(overrides or {}), "cpu_kernels": cpu_kernels,
-                         "precision": precision}, path)
+                         "precision": precision, "weights": weights}, path)
     return loaded.net, loaded.metadata
 
 

@@ -2,7 +2,7 @@
 
 They sit beside :mod:`dvt_ms.config`'s ``COMMON``/``EVAL``/``TRAIN`` and follow the same rules (every key
 a flag, one YAML file for all scripts, precedence default < file < command line). Options that two
-scripts share (``checkpoint``, ``output``, ``thresholds``, ``budget_step``, ``overwrite``) are one
+scripts share (``checkpoint``, ``weights``, ``output``, ``thresholds``, ``budget_step``, ``overwrite``) are one
 :class:`~dvt_ms.config.Option` each. :data:`SCRIPT_SECTIONS` lists them for
 :func:`dvt_ms.config.all_file_sections`, so a config file may hold any script's keys.
 """
@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from .config import CHECKPOINT, OUTPUT, ConfigError, Option, Schema, non_empty, non_negative, positive
+from .config import CHECKPOINT, OUTPUT, WEIGHTS, ConfigError, Option, Schema, non_empty, non_negative, positive
 
 __all__ = [
     "THRESHOLDS", "BUDGET_STEP", "OVERWRITE", "INFER", "EXPORT", "CONVERT", "VISUALIZE", "EXITS", "EVIT",
@@ -66,7 +66,7 @@ OVERWRITE = Option("overwrite", bool, default=False, help="replace existing outp
 #: scripts/infer.py
 INFER = Schema("inference", [
     Option("inputs", list, default=[], positional=True, help="image files and/or folders (walked recursively)"),
-    CHECKPOINT, THRESHOLDS, BUDGET_STEP, OUTPUT,
+    CHECKPOINT, WEIGHTS, THRESHOLDS, BUDGET_STEP, OUTPUT,
     Option("topk", int, nullable=True, validator=positive, help="also report the top-k classes"),
     Option("class_names", str, nullable=True, validator=non_empty,
            help="text file with one class name per line (or a JSON list/class index); default: the names "
@@ -77,7 +77,7 @@ INFER = Schema("inference", [
 
 #: scripts/export.py
 EXPORT = Schema("export", [
-    CHECKPOINT,
+    CHECKPOINT, WEIGHTS,
     Option("export_dir", str, nullable=True, validator=non_empty,
            help="folder for dvt_stage*.mindir and dvt_export.json"),
     Option("format", str, default="MINDIR", help="export format (only MINDIR is supported)"),
@@ -90,14 +90,13 @@ CONVERT = Schema("conversion", [
            help="official PyTorch checkpoint (.pth / .pth.tar), .safetensors, or .ckpt (official MindSpore DVT "
                 "or this project's)"),
     Option("dst", str, nullable=True, positional=True, validator=non_empty, help="MindSpore checkpoint to write (.ckpt)"),
-    Option("weights", str, default="model", choices=("model", "model_ema"),
-           help="which weights of a training checkpoint to convert: the trained ones or their EMA"),
+    WEIGHTS,
     OVERWRITE,
 ])
 
 #: scripts/visualize.py (both modes)
 VISUALIZE = Schema("visualization", [
-    CHECKPOINT,
+    CHECKPOINT, WEIGHTS,
     Option("images", str, nullable=True, validator=non_empty, help="image folder (recursive) or one image"),
     OUTPUT,
     Option("max_images", int, default=32, validator=positive, help="draw at most this many images"),

@@ -6,9 +6,8 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from dvt_ms.checkpoint import (CheckpointError, CheckpointMismatchError, detect_layout, load_checkpoint,
-                               map_mindspore_key, map_mindspore_state_dict, read_checkpoint,
-                               split_optimizer_state)
+from dvt_ms.checkpoint import (CheckpointError, CheckpointMismatchError, checkpoint_entries, detect_layout,
+                               load_checkpoint, map_mindspore_key, map_mindspore_state_dict, read_checkpoint)
 from dvt_ms.layers import Attention, PatchEmbed
 from dvt_ms import create_model
 from tests.dvtms_reference import official_shapes, random_official_params, write_official_ckpt
@@ -193,12 +192,17 @@ def test_map_errors_name_the_keys():
         map_mindspore_state_dict(bad)
 
 
-def test_split_optimizer_state():
-    state = {"less_token.norm.gamma": 1, "adam_m.less_token.norm.gamma": 2, "adam_v.less_token.norm.gamma": 3,
-             "beta1_power": 4, "beta2_power": 5, "global_step": 6, "learning_rate": 7}
-    weights, skipped = split_optimizer_state(state)
-    assert weights == {"less_token.norm.gamma": 1}
-    assert sorted(skipped) == sorted(set(state) - {"less_token.norm.gamma"})
+def test_official_optimizer_state_is_sorted_out():
+    official = list(official_shapes({**TINY, "depth": 1, "feature_reuse": True, "relation_reuse": True}))
+    state = (["adam_m." + k for k in official] + ["adam_v." + k for k in official]
+             + ["beta1_power", "beta2_power", "global_step", "learning_rate"])
+    roles = checkpoint_entries(official + state)
+    assert roles.kind == "mindspore_official" and roles.model == tuple(official) and roles.ema == ()
+    assert sorted(roles.optimizer) == sorted(state)
+    assert roles.select("model") == {k: k for k in official}
+    with pytest.raises(ValueError, match=r"no EMA weights .* an official MindSpore DVT checkpoint \(\d+ model "
+                                         r"weights, \d+ optimizer-state entries\)"):
+        roles.select("model_ema")
 
 
 def test_detect_layout(reference_dir):
@@ -225,8 +229,8 @@ def test_training_checkpoint_loads_with_optimizer_state_skipped(tmp_path, caplog
     with caplog.at_level(logging.INFO, logger="dvt_ms.checkpoint.loader"):
         weights, _ = read_checkpoint(path)
     assert [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()] == [
-        f"{path}: skipped {2 * len(params) + 4} optimizer-state entries (adam_m.*, adam_v.*, beta1_power, "
-        "beta2_power, global_step, learning_rate)"]
+        f"{path}: an official MindSpore DVT checkpoint ({len(params)} model weights, {2 * len(params) + 4} "
+        f"optimizer-state entries): loading the model weights; {2 * len(params) + 4} optimizer-state entries skipped"]
     expected = map_mindspore_state_dict(params)
     assert set(weights) == set(expected)
     for k, v in expected.items():

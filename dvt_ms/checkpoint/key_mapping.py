@@ -1,7 +1,9 @@
-"""Pure mappings from official checkpoints (PyTorch DVT/DeiT/T2T/EViT, MindSpore DVT) to this project's
-parameters, and detection of which layout a file's names follow."""
+"""Pure functions of a checkpoint's key names: mappings from official checkpoints (PyTorch DVT/DeiT/T2T/EViT,
+MindSpore DVT) to this project's parameters, which layout the names follow, and which entries of a MindSpore
+checkpoint are weights, EMA weights or optimizer state."""
 import re
-from typing import Dict, Iterable, List, Tuple
+from dataclasses import dataclass
+from typing import Dict, Iterable, Tuple
 
 import numpy as np
 
@@ -148,19 +150,6 @@ def map_mindspore_state_dict(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarr
     return mapped
 
 
-def split_optimizer_state(state: Dict[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray], List[str]]:
-    """``(weights, skipped_names)``: drop official training-checkpoint optimizer entries
-    (``adam_m.*``, ``adam_v.*``, ``beta1_power``, ``beta2_power``, ``global_step``, ``learning_rate``)."""
-    weights: Dict[str, np.ndarray] = {}
-    skipped: List[str] = []
-    for key, value in state.items():
-        if key.startswith(OPTIMIZER_STATE_PREFIXES) or key in OPTIMIZER_STATE_NAMES:
-            skipped.append(key)
-        else:
-            weights[key] = value
-    return weights, skipped
-
-
 # --------------------------------------------------------------------------------------------------
 # Layout detection
 # --------------------------------------------------------------------------------------------------
@@ -176,7 +165,10 @@ _LAYOUT_MARKERS = {
     "dvt_ms": re.compile(
         r"(^|\.)(tokenizer\.|blocks\.\d+\.norm\d\.(gamma|beta)$|relation_reuse\.fc\d\.|feature_reuse\.)"),
 }
-_PROJECT_STATE_PREFIXES = ("optimizer.", "ema.")
+#: Entry prefixes of this project's training checkpoints (:mod:`dvt_ms.train.checkpoints`).
+OPTIMIZER_PREFIX = "optimizer."
+EMA_PREFIX = "ema."
+_PROJECT_STATE_PREFIXES = (OPTIMIZER_PREFIX, EMA_PREFIX)
 
 
 def _layouts_of(keys: Iterable[str]) -> Dict[str, int]:
@@ -212,3 +204,73 @@ def detect_layout(keys: Iterable[str]) -> str:
 def mindspore_official_layout(keys: Iterable[str]) -> bool:
     """Whether ``keys`` are those of an official MindSpore DVT checkpoint (no error for other layouts)."""
     return set(_layouts_of(keys)) == {"mindspore_official"}
+
+
+# --------------------------------------------------------------------------------------------------
+# The roles of a MindSpore checkpoint's entries
+# --------------------------------------------------------------------------------------------------
+#: ``weights`` choices (``--weights``): the trained weights, or their exponential moving average.
+WEIGHT_CHOICES = ("model", "model_ema")
+_KINDS = {"training": "a dvt_ms training checkpoint", "mindspore_official": "an official MindSpore DVT checkpoint",
+          "weights": "a weights file"}
+
+
+def _official_optimizer_state(key: str) -> bool:
+    return key.startswith(OPTIMIZER_STATE_PREFIXES) or key in OPTIMIZER_STATE_NAMES
+
+
+@dataclass(frozen=True)
+class CheckpointEntries:
+    """The entry names of a MindSpore checkpoint by role (as stored, before any renaming)."""
+
+    kind: str                    # "training", "mindspore_official" or "weights"
+    model: Tuple[str, ...]       # the network's weights
+    ema: Tuple[str, ...]         # their exponential moving average (``ema.<parameter>``)
+    optimizer: Tuple[str, ...]   # optimizer state, never loaded into a network
+
+    def describe(self) -> str:
+        """E.g. ``a dvt_ms training checkpoint (152 model weights, 152 EMA weights, 258 optimizer-state
+        entries)``."""
+        counts = [f"{len(self.model)} model weights"] + ([f"{len(self.ema)} EMA weights"] if self.ema else [])
+        counts += [f"{len(self.optimizer)} optimizer-state entries"] if self.optimizer else []
+        return f"{_KINDS[self.kind]} ({', '.join(counts)})"
+
+    def select(self, weights: str = "model") -> Dict[str, str]:
+        """Parameter name -> entry name of the ``weights`` (``"model"`` or ``"model_ema"``) to load.
+
+        Raises ``ValueError`` for another choice, and for ``"model_ema"`` without EMA entries (saying what the
+        file holds instead).
+        """
+        if weights not in WEIGHT_CHOICES:
+            raise ValueError(f"weights must be one of {', '.join(WEIGHT_CHOICES)}, got {weights!r}")
+        if weights == "model":
+            return {key: key for key in self.model}
+        if not self.ema:
+            trained = " (the run was trained with model_ema false)" if self.kind == "training" else ""
+            raise ValueError(f"--weights model_ema: no EMA weights (no '{EMA_PREFIX}*' entries) in {self.describe()}"
+                             f"{trained}; load its model weights with --weights model")
+        return {key[len(EMA_PREFIX):]: key for key in self.ema}
+
+
+def checkpoint_entries(keys: Iterable[str]) -> CheckpointEntries:
+    """Sort a MindSpore checkpoint's entry names by role, from the names alone.
+
+    - this project's training checkpoints (``best.ckpt``, ``epoch_*.ckpt``): ``optimizer.*`` is optimizer
+      state, ``ema.*`` the EMA weights, the rest the model's weights;
+    - official MindSpore DVT checkpoints: ``adam_m.*``, ``adam_v.*``, ``beta1_power``, ``beta2_power``,
+      ``global_step`` and ``learning_rate`` are optimizer state;
+    - any other file: every entry is a model weight.
+
+    Nothing else is set aside: an entry of an unknown kind stays a model weight, so a file that fits no
+    layout still fails the strict load, with its keys listed.
+    """
+    keys = list(keys)
+    if any(key.startswith(_PROJECT_STATE_PREFIXES) for key in keys):
+        return CheckpointEntries(
+            "training", model=tuple(k for k in keys if not k.startswith(_PROJECT_STATE_PREFIXES)),
+            ema=tuple(k for k in keys if k.startswith(EMA_PREFIX)),
+            optimizer=tuple(k for k in keys if k.startswith(OPTIMIZER_PREFIX)))
+    if mindspore_official_layout(keys):
+        return CheckpointEntries("mindspore_official", model=tuple(k for k in keys if not _official_optimizer_state(k)),
+                                 ema=(), optimizer=tuple(k for k in keys if _official_optimizer_state(k)))
+    return CheckpointEntries("weights", model=tuple(keys), ema=(), optimizer=())

@@ -12,9 +12,8 @@ import numpy as np
 from mindspore import nn
 
 from ..utils.atomic import atomic_path
-from .errors import CheckpointError, CheckpointMismatchError
-from .key_mapping import (OPTIMIZER_STATE_NAMES, OPTIMIZER_STATE_PREFIXES, map_mindspore_state_dict,
-                          map_state_dict, mindspore_official_layout, split_optimizer_state)
+from .errors import CheckpointError, CheckpointMismatchError, mismatch_lines
+from .key_mapping import WEIGHT_CHOICES, checkpoint_entries, map_mindspore_state_dict, map_state_dict
 from .official_mindspore import official_mindspore_metadata
 from .safetensors import is_safetensors_file, read_safetensors
 from .torch_pickle import read_torch_file
@@ -25,11 +24,8 @@ PathLike = Union[str, os.PathLike]
 METADATA_KEY = "dvt_ms_metadata"
 # Where the official scripts put the weights: DVT uses model_state_dict, DeiT/EViT use model.
 STATE_DICT_KEYS = ("model_state_dict", "model", "state_dict")
-#: ``weights=`` choices: the trained weights, or their exponential moving average (DeiT's ``model_ema``;
-#: the ``ema.`` entries of a dvt_ms training checkpoint).
-WEIGHT_CHOICES = ("model", "model_ema")
+# Where official training files keep the EMA weights (DeiT's ``model_ema``), for ``weights="model_ema"``.
 EMA_KEYS = ("model_ema", "state_dict_ema")
-EMA_PREFIX = "ema."
 _PICKLE_PROTOCOL_2_PLUS = 0x80
 #: Metadata kept from a checkpoint: plain values, and arrays / lists of at most this many numbers.
 MAX_METADATA_ELEMENTS = 65536
@@ -146,13 +142,15 @@ def _decode_metadata(value: Any) -> Any:
     return value
 
 
-def _read_mindspore_checkpoint(path: Path) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
+def read_mindspore_entries(path: PathLike) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
+    """Every tensor entry of a MindSpore ``.ckpt`` by its stored name (optimizer state and EMA included), and
+    the metadata. :func:`read_checkpoint` picks the weights to load out of them."""
     try:
         raw = ms.load_checkpoint(str(path))
     except (ValueError, RuntimeError, OSError) as exc:
         raise CheckpointError(f"{path}: not a readable MindSpore checkpoint ({exc})") from None
     metadata: Dict[str, Any] = {}
-    weights: Dict[str, np.ndarray] = {}
+    entries: Dict[str, np.ndarray] = {}
     for name, value in raw.items():
         if name == METADATA_KEY:
             try:
@@ -162,12 +160,25 @@ def _read_mindspore_checkpoint(path: Path) -> Tuple[Dict[str, np.ndarray], Dict[
         elif isinstance(value, str):
             metadata[name] = value
         else:
-            weights[name] = value.asnumpy()
-    if mindspore_official_layout(weights):
-        weights, skipped = split_optimizer_state(weights)
-        if skipped:
-            kinds = [prefix + "*" for prefix in OPTIMIZER_STATE_PREFIXES] + list(OPTIMIZER_STATE_NAMES)
-            logger.info("%s: skipped %d optimizer-state entries (%s)", path, len(skipped), ", ".join(kinds))
+            entries[name] = value.asnumpy()
+    return entries, metadata
+
+
+def _read_mindspore_checkpoint(path: Path, choice: str) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
+    """The ``choice`` weights of a MindSpore ``.ckpt`` (:func:`~.key_mapping.checkpoint_entries` says which
+    entries they are), logged in one line with what was skipped."""
+    entries, metadata = read_mindspore_entries(path)
+    roles = checkpoint_entries(entries)
+    try:
+        chosen = roles.select(choice)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    weights = {name: entries[key] for name, key in chosen.items()}
+    other = {"model": " (the EMA weights with --weights model_ema)" if roles.ema else "",
+             "model_ema": ", not its model weights"}[choice]
+    logger.info("%s: %s: loading the %s weights%s; %d optimizer-state entries skipped", path, roles.describe(),
+                "EMA" if choice == "model_ema" else "model", other, len(roles.optimizer))
+    if roles.kind == "mindspore_official":
         try:
             weights = map_mindspore_state_dict(weights)
             recognised = official_mindspore_metadata(weights, str(path))
@@ -178,24 +189,14 @@ def _read_mindspore_checkpoint(path: Path) -> Tuple[Dict[str, np.ndarray], Dict[
     return weights, metadata
 
 
-def _select_mindspore_weights(weights: Dict[str, np.ndarray], path: Path, choice: str) -> Dict[str, np.ndarray]:
-    if choice not in WEIGHT_CHOICES:
-        raise ValueError(f"weights must be one of {', '.join(WEIGHT_CHOICES)}, got {choice!r}")
-    if choice == "model":
-        return weights
-    ema = {k[len(EMA_PREFIX):]: v for k, v in weights.items() if k.startswith(EMA_PREFIX)}
-    if not ema:
-        raise CheckpointError(f"{path}: no EMA weights (no '{EMA_PREFIX}' entries); use weights 'model'")
-    logger.info("%s: the EMA weights ('%s' entries) are taken", path, EMA_PREFIX)
-    return ema
-
-
 def read_checkpoint(path: PathLike, weights: str = "model") -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
     """Read ``(weights, metadata)`` from any supported file, with weights under MindSpore names.
 
     Files: official PyTorch ``.pth``/``.pth.tar`` (``weights`` picks ``model`` or ``model_ema``; only small
     metadata is kept, never other state dicts), ``.safetensors`` (torch-free, header checked first) and
-    MindSpore ``.ckpt`` (``model_ema``: a training checkpoint's EMA weights).
+    MindSpore ``.ckpt``: this project's weights files and training checkpoints (``best.ckpt``,
+    ``epoch_*.ckpt``: the model's weights, or with ``model_ema`` their EMA; the optimizer state is skipped)
+    and official MindSpore DVT checkpoints (optimizer state skipped too).
     """
     path = Path(path)
     if not path.is_file():
@@ -207,8 +208,7 @@ def read_checkpoint(path: PathLike, weights: str = "model") -> Tuple[Dict[str, n
     elif _is_torch_file(path):
         state_dict, metadata = _split_torch_checkpoint(read_torch_file(path), path, weights)
     else:
-        found, metadata = _read_mindspore_checkpoint(path)
-        return _select_mindspore_weights(found, path, weights), metadata
+        return _read_mindspore_checkpoint(path, weights)
     try:
         return map_state_dict(_strip_module_prefix(state_dict)), metadata
     except ValueError as exc:
@@ -216,24 +216,12 @@ def read_checkpoint(path: PathLike, weights: str = "model") -> Tuple[Dict[str, n
 
 
 def check_state(expected: Mapping[str, Tuple[int, ...]], found: Mapping[str, np.ndarray], header: str) -> None:
-    """Raise one :class:`CheckpointMismatchError`, under ``header``, listing every missing, unexpected and
-    misshapen key of ``found`` against the ``expected`` shapes."""
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    misshapen = sorted(
-        f"{name}: checkpoint {tuple(found[name].shape)} vs model {tuple(expected[name])}"
-        for name in set(expected) & set(found)
-        if tuple(found[name].shape) != tuple(expected[name]))
-    problems = [(f"{len(missing)} missing key(s)", missing),
-                (f"{len(unexpected)} unexpected key(s)", unexpected),
-                (f"{len(misshapen)} shape mismatch(es)", misshapen)]
-    problems = [(title, items) for title, items in problems if items]
-    if problems:
-        lines = [header]
-        for title, items in problems:
-            lines.append(f"  {title}:")
-            lines.extend(f"    {item}" for item in items)
-        raise CheckpointMismatchError("\n".join(lines))
+    """Raise one :class:`CheckpointMismatchError`, under ``header``, with every missing, unexpected and
+    misshapen key of ``found`` against the ``expected`` shapes, grouped by prefix
+    (:func:`~.errors.mismatch_lines`)."""
+    lines = mismatch_lines(expected, {name: np.shape(value) for name, value in found.items()})
+    if lines:
+        raise CheckpointMismatchError("\n".join([header] + lines))
 
 
 def check_finite(arrays: Mapping[str, np.ndarray], path: PathLike, prefix: str = "") -> None:

@@ -1,6 +1,6 @@
 """Evaluate a DVT (or plain ViT/EViT) checkpoint on an ImageFolder: anytime and budgeted classification.
 
-    dvt-ms eval --checkpoint CKPT --data_dir DIR [--config FILE.yaml] \\
+    dvt-ms eval --checkpoint CKPT --data_dir DIR [--config FILE.yaml] [--weights model|model_ema] \\
         [--mode anytime|saved|saved-thresholds|fit] [--fit_samples 50000] [--device_target CPU|GPU|Ascend] \\
         [--batch_size N] [--output results.json] [--plot curve.png] [--predictions probs.npz]
     (or python scripts/eval.py ...)

@@ -1,6 +1,7 @@
 """Export a DVT cascade as one MindIR file per stage (dynamic batch) plus a JSON manifest.
 
-    dvt-ms export --checkpoint CKPT --export_dir DIR [--format MINDIR] [--config FILE.yaml] [--overwrite]
+    dvt-ms export --checkpoint CKPT --export_dir DIR [--weights model|model_ema] [--format MINDIR]
+                  [--config FILE.yaml] [--overwrite]
     (or python scripts/export.py ...)
 
 The model comes from the checkpoint (a .ckpt written by this project names its model, architecture and

@@ -1,6 +1,6 @@
 """Classify images with a DVT cascade and early exits.
 
-    dvt-ms infer --checkpoint CKPT IMAGE_OR_DIR... [--config FILE.yaml]
+    dvt-ms infer --checkpoint CKPT IMAGE_OR_DIR... [--config FILE.yaml] [--weights model|model_ema]
                  [--thresholds 0.8,0.6,-1e8 | --budget_step P] [--topk 5]
                  [--class_names FILE] [--output out.csv|out.json] [--batch_size 32]
                  [--device_target CPU|GPU|Ascend] [--shape_mode dynamic|buckets] [--cpu_kernels auto|on|off]

@@ -36,11 +36,11 @@ A flag that no section declares is refused with a close match suggested, as is a
 """
 from .resolve import all_file_sections, build_parser, load_config_file, resolve_config, save_config
 from .schema import PRECISIONS, Config, ConfigError, Option, Schema, validate_config
-from .sections import (CHECKPOINT, COMMON, EVAL, FILE_SECTIONS, OUTPUT, TRAIN, model_num_exits, non_empty, plot_suffix,
-                       non_negative, positive, require_model)
+from .sections import (CHECKPOINT, COMMON, EVAL, FILE_SECTIONS, OUTPUT, TRAIN, WEIGHTS, model_num_exits, non_empty,
+                       non_negative, plot_suffix, positive, require_model)
 
 __all__ = [
-    "ConfigError", "Option", "Schema", "Config", "COMMON", "EVAL", "TRAIN", "FILE_SECTIONS", "CHECKPOINT", "OUTPUT",
-    "PRECISIONS", "build_parser", "load_config_file", "validate_config", "resolve_config", "save_config",
+    "ConfigError", "Option", "Schema", "Config", "COMMON", "EVAL", "TRAIN", "FILE_SECTIONS", "CHECKPOINT", "WEIGHTS",
+    "OUTPUT", "PRECISIONS", "build_parser", "load_config_file", "validate_config", "resolve_config", "save_config",
     "all_file_sections", "require_model", "model_num_exits", "positive", "non_negative", "non_empty", "plot_suffix",
 ]

@@ -4,6 +4,7 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from ..checkpoint.key_mapping import WEIGHT_CHOICES
 from .resolve import _rank, _suggest
 from .schema import DEFAULT, PRECISIONS, ConfigError, Option, Schema, _where
 
@@ -123,8 +124,15 @@ def require_model(values: Dict[str, Any], sources: Dict[str, str]) -> None:
 
 #: The checkpoint a script reads (eval, infer, export, visualize); one option shared by their sections.
 CHECKPOINT = Option("checkpoint", str, nullable=True, validator=non_empty,
-                    help="official .pth/.pth.tar or a .ckpt written by this project (which names its model, "
-                         "architecture and data config)")
+                    help="official .pth/.pth.tar, .safetensors or .ckpt, or a .ckpt written by this project (which "
+                         "names its model, architecture and data config): final_weights.ckpt, or a training "
+                         "checkpoint such as best.ckpt or epoch_XXXX.ckpt (see weights)")
+#: Which weights of that checkpoint (or of ``pretrained``, or the converter's ``src``) are loaded; one option
+#: shared by every section that reads weights.
+WEIGHTS = Option("weights", str, default="model", choices=WEIGHT_CHOICES,
+                 help="which weights of the checkpoint to load: model (the trained weights) or model_ema (their "
+                      "exponential moving average: an official training file's model_ema, the ema.* entries of a "
+                      "dvt_ms training checkpoint such as best.ckpt or epoch_*.ckpt); optimizer state is skipped")
 #: The results file of eval (.json), infer (.csv/.json) and visualize (.png).
 OUTPUT = Option("output", str, nullable=True, validator=non_empty,
                 help="results file: eval.py .json, infer.py .csv or .json, visualize.py .png")
@@ -173,7 +181,7 @@ COMMON = Schema("model, data and runtime", [
 
 #: Evaluation keys (scripts/eval.py).
 EVAL = Schema("evaluation", [
-    CHECKPOINT,
+    CHECKPOINT, WEIGHTS,
     Option("mode", str, default="anytime", choices=("anytime", "saved", "saved-thresholds", "fit"),
            help="anytime: per-exit accuracy; saved: print the results stored in the checkpoint; "
                 "saved-thresholds: the stored dynamic_threshold on val; fit: thresholds fitted on a "
@@ -300,8 +308,10 @@ TRAIN = Schema("training", [
     Option("resume", str, nullable=True, validator=_resume,
            help="'auto' (newest complete checkpoint in output_dir, or a fresh start) or a checkpoint file"),
     Option("pretrained", str, nullable=True, validator=_existing_file,
-           help="initial weights: official .pth/.pth.tar or a .ckpt; classifier heads whose number of "
-                "classes differs are re-initialized (with a warning)"),
+           help="initial weights: official .pth/.pth.tar, .safetensors or a .ckpt (a training checkpoint too: "
+                "see weights); classifier heads whose number of classes differs are re-initialized (with a "
+                "warning)"),
+    WEIGHTS,
     Option("epochs", int, default=300, validator=positive, help="epochs of the cosine schedule"),
     Option("cooldown_epochs", int, default=10, validator=non_negative,
            help="extra epochs at min_lr after the cosine (total run: epochs + cooldown_epochs)"),

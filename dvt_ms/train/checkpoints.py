@@ -35,8 +35,9 @@ import numpy as np
 from mindspore import Tensor, nn
 
 from ..checkpoint.errors import CheckpointError
-from ..checkpoint.loader import (EMA_PREFIX, METADATA_KEY, _decode_metadata, check_compatible, check_dtypes,
-                                 check_finite, check_state, param_array, read_checkpoint, save_checkpoint)
+from ..checkpoint.key_mapping import EMA_PREFIX, OPTIMIZER_PREFIX, checkpoint_entries
+from ..checkpoint.loader import (METADATA_KEY, _decode_metadata, check_compatible, check_dtypes, check_finite,
+                                 check_state, param_array, read_mindspore_entries, save_checkpoint)
 from ..utils.atomic import atomic_path
 from .ema import ModelEMA
 from .optim import optimizer_state_params
@@ -47,7 +48,6 @@ __all__ = ["CheckpointManager", "FORMAT", "OPTIMIZER_PREFIX", "EMA_PREFIX", "BES
 
 PathLike = Union[str, os.PathLike]
 FORMAT = "dvt_ms.train/1"
-OPTIMIZER_PREFIX = "optimizer."
 BEST_NAME = "best.ckpt"
 _EPOCH_FILE = re.compile(r"^epoch_(\d+)\.ckpt$")
 _STEP_FILE = re.compile(r"^epoch_(\d+)_step_(\d+)\.ckpt$")
@@ -237,11 +237,12 @@ class CheckpointManager:
                 return None
             path = found
         path = Path(path)
-        weights, metadata = read_checkpoint(path)
+        entries, metadata = read_mindspore_entries(path)
         _check_format(path, metadata)
-        net_w = {k: v for k, v in weights.items() if not k.startswith((OPTIMIZER_PREFIX, EMA_PREFIX))}
-        opt_w = {k[len(OPTIMIZER_PREFIX):]: v for k, v in weights.items() if k.startswith(OPTIMIZER_PREFIX)}
-        ema_w = {k[len(EMA_PREFIX):]: v for k, v in weights.items() if k.startswith(EMA_PREFIX)}
+        roles = checkpoint_entries(entries)
+        net_w = {k: entries[k] for k in roles.model}
+        opt_w = {k[len(OPTIMIZER_PREFIX):]: entries[k] for k in roles.optimizer}
+        ema_w = {k[len(EMA_PREFIX):]: entries[k] for k in roles.ema}
 
         check_compatible(net, net_w, path)
         check_finite(net_w, path)

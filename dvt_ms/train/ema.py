@@ -21,6 +21,8 @@ import numpy as np
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 from mindspore.common import dtype as mstype
 
+from ..checkpoint.errors import mismatch_lines
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["ModelEMA"]
@@ -120,12 +122,6 @@ class ModelEMA:
 
 
 def _check_state(names: List[str], shapes: Dict[str, tuple], state: Dict[str, object], what: str) -> None:
-    missing = sorted(set(names) - set(state))
-    unexpected = sorted(set(state) - set(names))
-    misshapen = sorted(f"{n}: {tuple(np.shape(state[n]))} vs {shapes[n]}"
-                       for n in set(names) & set(state) if tuple(np.shape(state[n])) != shapes[n])
-    if missing or unexpected or misshapen:
-        parts = [f"{label}: {', '.join(items[:10])}{' ...' if len(items) > 10 else ''}"
-                 for label, items in (("missing", missing), ("unexpected", unexpected),
-                                      ("shape mismatch", misshapen)) if items]
-        raise ValueError(f"{what} does not match: " + "; ".join(parts))
+    lines = mismatch_lines({n: shapes[n] for n in names}, {n: tuple(np.shape(v)) for n, v in state.items()})
+    if lines:
+        raise ValueError("\n".join([f"{what} does not match:"] + lines))

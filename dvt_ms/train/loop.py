@@ -195,7 +195,7 @@ class Trainer:
         if config.weight_init == "fan_in":
             reinit_fan_in(self.net)
         if config.pretrained:
-            load_pretrained(self.net, config.pretrained)
+            load_pretrained(self.net, config.pretrained, config.weights)
 
         self._setup_optimizer()
         self.family = model_family(config.model)

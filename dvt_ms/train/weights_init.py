@@ -32,25 +32,24 @@ def reinit_fan_in(net) -> int:
     return count
 
 
-def load_pretrained(net, path: str) -> Dict[str, Any]:
+def load_pretrained(net, path: str, weights: str = "model") -> Dict[str, Any]:
     """Load ``path`` into ``net`` (strict), except classifier heads of another shape, re-initialized.
 
-    Official ``.pth``/``.pth.tar`` files and ``.ckpt`` files (also training checkpoints: their optimizer
-    and EMA entries are ignored) are accepted. Returns the checkpoint's metadata.
+    Every file :func:`dvt_ms.checkpoint.read_checkpoint` reads is accepted: official ``.pth``/``.pth.tar``,
+    ``.safetensors``, weights ``.ckpt`` and training checkpoints (optimizer state skipped); ``weights`` picks
+    the trained weights (``"model"``) or their EMA (``"model_ema"``). Returns the checkpoint's metadata.
     """
-    from ..checkpoint import load_checkpoint, read_checkpoint
-    from .checkpoints import EMA_PREFIX, OPTIMIZER_PREFIX
+    from ..checkpoint import load_state, read_checkpoint
 
-    weights, _ = read_checkpoint(path)
+    state, metadata = read_checkpoint(path, weights)
     params = {p.name: p for p in net.get_parameters()}
     heads = [n for n in classifier_head_names(net)
-             if n in weights and tuple(weights[n].shape) != tuple(params[n].shape)]
-    state = [k for k in weights if k.startswith((OPTIMIZER_PREFIX, EMA_PREFIX))]
+             if n in state and tuple(state[n].shape) != tuple(params[n].shape)]
     if heads:
         biases = [n for n in heads if n.endswith(".bias")] or heads
-        found = sorted({int(weights[n].shape[0]) for n in biases})
+        found = sorted({int(state[n].shape[0]) for n in biases})
         logger.warning("%s: classifier head(s) %s have %s classes in the checkpoint but the model has %d: "
                        "they are re-initialized, not loaded", path, ", ".join(heads),
                        "/".join(map(str, found)), int(params[biases[0]].shape[0]))
-    del weights
-    return load_checkpoint(net, path, exclude=heads + state)
+    load_state(net, state, path, exclude=heads)
+    return metadata
