@@ -16,7 +16,7 @@ from dvt_ms import create_model, load_checkpoint
 from dvt_ms.checkpoint import (EMA_PREFIX, OPTIMIZER_PREFIX, CheckpointError, CheckpointMismatchError,
                                checkpoint_entries, group_by_prefix, mismatch_lines, read_checkpoint, save_checkpoint)
 from dvt_ms.export import MANIFEST_NAME
-from dvt_ms.train.checkpoints import CheckpointManager
+from dvt_ms.train.checkpoints import TRAINING_STATE_KEYS, CheckpointManager
 from dvt_ms.train.weights_init import load_pretrained
 
 from .script_loader import load_script
@@ -144,6 +144,19 @@ def test_pretrained_takes_a_training_checkpoint_and_its_ema(run):
     weights, _ = read_checkpoint(run["files"]["best_epoch"])
     for param in net.get_parameters():
         np.testing.assert_array_equal(param.asnumpy(), weights[param.name], err_msg=param.name)
+
+
+def test_convert_of_a_training_checkpoint_is_a_weights_file(run, tmp_path):
+    dst = tmp_path / "converted.ckpt"
+    assert load_script("convert_checkpoint").main([str(run["files"]["best"]), str(dst), "--weights", "model_ema"]) == 0
+    weights, metadata = read_checkpoint(dst)
+    assert not TRAINING_STATE_KEYS & set(metadata), sorted(TRAINING_STATE_KEYS & set(metadata))
+    assert metadata["model"] == run["meta"]["model"] and metadata["converted_weights"] == "model_ema"
+    assert checkpoint_entries(ms.load_checkpoint(str(dst))).kind == "weights"
+    for name, value in run["ema"].items():
+        np.testing.assert_array_equal(weights[name], value, err_msg=name)
+    with pytest.raises(CheckpointError, match="not a training checkpoint"):
+        CheckpointManager.read_metadata(dst)
 
 
 # ------------------------------------------------------------------------------------------------ errors

@@ -11,9 +11,10 @@ and its data config (the model's evaluation preprocessing, changed by the config
 interpolation, mean and std), is written under a temporary name and renamed into place, and never
 replaces SRC. --weights picks a training file's trained weights (default) or their EMA; the log says which
 was taken and what else the file held, and only small metadata is kept (never the optimizer or the other
-weights). --model may be left out for files that name their model, and for official MindSpore DVT
-files, which are recognised from their keys (the log says which model was chosen). Every key is also a
-config-file key; see --help.
+weights, nor a training checkpoint's epoch and optimizer bookkeeping, so the output is a weights file).
+--model may be left out for files that name their model, and for official MindSpore DVT files, which are
+recognised from their keys (the log says which model was chosen). Every key is also a config-file key; see
+--help.
 """
 import logging
 from pathlib import Path
@@ -52,11 +53,13 @@ def main(argv=None) -> int:
 
     from dvt_ms.checkpoint import save_checkpoint
     from dvt_ms.model_config import load_model, parameter_count
+    from dvt_ms.train.checkpoints import TRAINING_STATE_KEYS
 
     ms.set_context(mode=ms.PYNATIVE_MODE)
     ms.set_device("CPU")
     loaded = load_model({**args, "cpu_kernels": "off"}, src, args.sources)  # never run here
-    net, metadata = loaded.net, dict(loaded.metadata)
+    net = loaded.net
+    metadata = {k: v for k, v in loaded.metadata.items() if k not in TRAINING_STATE_KEYS}
     metadata.update(converted_from=src.name, converted_weights=args.weights, data_config=loaded.data_config.to_dict())
     save_checkpoint(net, dst, metadata)
     logger.info("wrote %s: %d parameters, %d values, metadata keys: %s", dst, len(list(net.get_parameters())),

@@ -44,16 +44,17 @@ from .optim import optimizer_state_params
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CheckpointManager", "FORMAT", "OPTIMIZER_PREFIX", "EMA_PREFIX", "BEST_NAME"]
+__all__ = ["CheckpointManager", "FORMAT", "TRAINING_STATE_KEYS", "OPTIMIZER_PREFIX", "EMA_PREFIX",
+           "BEST_NAME"]
 
 PathLike = Union[str, os.PathLike]
 FORMAT = "dvt_ms.train/1"
 BEST_NAME = "best.ckpt"
 _EPOCH_FILE = re.compile(r"^epoch_(\d+)\.ckpt$")
 _STEP_FILE = re.compile(r"^epoch_(\d+)_step_(\d+)\.ckpt$")
-_RESERVED = frozenset({"format", "epoch", "epoch_step", "global_step", "metric", "best_metric", "best_epoch",
-                       "ema_updates",
-                       "optimizer", "has_optimizer", "has_ema"})
+#: Metadata that describes a run's training state: a converted or exported copy of the weights drops it.
+TRAINING_STATE_KEYS = frozenset({"format", "epoch", "epoch_step", "global_step", "metric", "best_metric",
+                                 "best_epoch", "ema_updates", "optimizer", "has_optimizer", "has_ema"})
 
 
 def _position(path: Path) -> Optional[Tuple[int, int]]:
@@ -140,7 +141,7 @@ class CheckpointManager:
         if metric is not None and not (isinstance(metric, (int, float)) and math.isfinite(metric)):
             raise ValueError(f"metric must be a finite number or None, got {metric!r}")
         extra = dict(extra or {})
-        clashes = sorted(_RESERVED & set(extra))
+        clashes = sorted(TRAINING_STATE_KEYS & set(extra))
         if clashes:
             raise ValueError(f"extra metadata must not use the reserved key(s) {', '.join(clashes)}")
         if not self.is_writer:
