@@ -193,7 +193,7 @@ class AdaptiveClassifier:
         if precision is not None and precision != kernels.model_precision:
             raise ValueError(f"precision {precision!r}: the model was built for {kernels.model_precision!r}; "
                              f"build it with create_model(..., precision={precision!r})")
-        if shape_mode == "dynamic" and kernels.model_precision != "fp32" and kernels.device_target == "CPU":
+        if shape_mode == "dynamic" and kernels.available and kernels.model_precision != "fp32":
             raise ValueError(f"shape_mode 'dynamic' runs on MindSpore's float32 CPU ops, not in "
                              f"{kernels.model_precision}; use shape_mode 'buckets' or precision fp32")
         self.num_exits = int(model.num_exits)

@@ -102,7 +102,7 @@ def test_unknown_yaml_key_is_named_with_a_suggestion(tmp_path, data_dir):
                           "precision on CPU is bfloat16; set precision bf16"),
     ({"precision": "bf16", "amp_level": "O0"}, "--amp_level, --precision: precision bf16 with amp_level O0: O0 "
                                                 "trains in float32"),
-    ({"precision": "fp16"}, "float16 is not supported on CPU"),
+    ({"precision": "fp16"}, "float16 is not supported with the fused CPU kernels"),
     ({"warmup_epochs": "5"}, r"--warmup_epochs \(5\) must not exceed --epochs \(2\)"),
     ({"resume": "nowhere.ckpt"}, "--resume: nowhere.ckpt: no such checkpoint file"),
     ({"pretrained": "missing.pth"}, "--pretrained: missing.pth: no such file"),

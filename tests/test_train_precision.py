@@ -20,7 +20,8 @@ from dvt_ms.train.step import create_loss_scaler
     ("fp32", "auto", "GPU", ("fp16", "O2", "O2", "fp32")),
     ("fp32", "O0", "Ascend", ("fp32", "O0", "O0", "fp32")),
     ("bf16", "O3", "Ascend", ("bf16", "O3", "O3", "fp32")),
-    ("fp16", "O1", "GPU", ("fp16", "O1", "O1", "fp32")),
+    ("fp16", "O1", "GPU", ("fp16", "O1", "O0", "fp16")),  # O1: the model carries float16 products
+    ("fp16", "O2", "Ascend", ("fp16", "O2", "O2", "fp32")),
 ])
 def test_resolution(precision, amp_level, device, expected):
     resolved = resolve_training_precision(precision, amp_level, device)
@@ -30,7 +31,8 @@ def test_resolution(precision, amp_level, device, expected):
 
 
 @pytest.mark.parametrize("precision, amp_level, device, message", [
-    ("fp16", "auto", "CPU", "float16 is not supported on CPU"),
+    ("fp16", "auto", "CPU", "float16 is not supported with the fused CPU kernels"),
+    ("bf16", "O2", "GPU", "bf16 on GPU"),
     ("fp32", "O2", "CPU", "mixed precision on CPU is bfloat16; set precision bf16"),
     ("bf16", "O3", "CPU", "O3 would cast LayerNorm and softmax too"),
     ("bf16", "O0", "GPU", "O0 trains in float32"),

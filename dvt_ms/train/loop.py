@@ -156,20 +156,19 @@ class Trainer:
 
         config = self.config
         self.device = configure_device(config.device_target, config.ms_mode, config.cpu_kernels)
-        if self.device != config.device_target:
-            logger.warning("training on %s instead of the requested %s", self.device, config.device_target)
         if self.dist is None:
             self.dist = init_distributed(config.distributed)
         dist = self.dist
         ms.set_seed(config.seed)  # identical initial weights on every rank
 
-        self.precision = resolve_training_precision(config.precision, config.amp_level, self.device)
+        self.precision = resolve_training_precision(config.precision, config.amp_level, self.device, config.cpu_kernels)
         overrides = train_model_overrides(config)
         self.net = create_model(config.model, cpu_kernels=config.cpu_kernels,
                                 precision=self.precision.model_precision, **overrides)
         log_model(config.model, overrides, self.net)
         if self.net.kernels.model_precision != self.precision.model_precision:  # cpu_kernels auto fell back
-            self.precision = resolve_training_precision(self.net.kernels.model_precision, "O0", self.device)
+            self.precision = resolve_training_precision(self.net.kernels.model_precision, "O0", self.device,
+                                                        config.cpu_kernels)
         logger.info("training precision: %s", self.precision.describe())
         self.num_classes = model_num_classes(self.net)
         self.image_size = model_image_size(self.net)
@@ -282,8 +281,8 @@ class Trainer:
 
         config = self.config
         precision = self.precision
-        loss_scale = {"auto": None, "dynamic": "dynamic", "static": config.loss_scale_value,
-                      "none": 1.0}[config.loss_scale]
+        loss_scale = {"auto": "dynamic" if precision.loss_scaling else None, "dynamic": "dynamic",
+                      "static": config.loss_scale_value, "none": 1.0}[config.loss_scale]
         self.ema = ModelEMA(self.net, config.model_ema_decay) if config.model_ema else None
         self.loss_fn = MultiExitLoss(weights=config.exit_weights, label_smoothing=config.label_smoothing)
         self.step = TrainStep(self.net, self.loss_fn, self.optimizer, ema=self.ema, clip_grad_norm=config.clip_grad,
@@ -473,7 +472,9 @@ class Trainer:
         data = create_eval_dataset(self.val_info.root, config.batch_size, self.data_config,
                                    num_shards=dist.num_shards, shard_id=dist.shard_id,
                                    num_parallel_workers=config.num_parallel_workers, info=self.val_info)
-        counts = evaluate_shard(self.net, data, config.batch_size, self.num_exits)
+        # the network as the step runs it: under amp O2/O3 (which casts self.net to float16 in place) the
+        # wrapper's outputs are float32
+        counts = evaluate_shard(self.step.net, data, config.batch_size, self.num_exits)
         self.net.set_train(True)
         total = dist.all_reduce_sum(counts, exact_ints=True)
         if total[0] == 0:
