@@ -5,12 +5,11 @@ from typing import Sequence, Tuple
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
-from ..kernels import STOCK, KernelChoice, UsesKernels
+from ..kernels import STOCK, KernelChoice
 from .linear import Linear
 from .mlp import Mlp
 from .norm import LayerNorm
 from .patch_embed import conv_output_size
-from .products import low_precision_product
 
 Unfold = Tuple[int, int, int]  # (kernel, stride, padding)
 
@@ -24,13 +23,18 @@ def orthogonal_random_features(num_features: int, dim: int, seed: int = 0) -> np
     return (matrix[:num_features, :dim] * math.sqrt(num_features)).astype(np.float32)
 
 
-class TokenPerformer(UsesKernels, nn.Cell):
-    """Single-head Performer layer with positive random features; ``v`` is the skip connection."""
+class TokenPerformer(nn.Cell):
+    """Single-head Performer layer with positive random features; ``v`` is the skip connection.
+
+    The random-feature attention (exp features, their products, the normalizer) runs in the dtype of its
+    input: float32 with a model's own low precision, which casts only the dense layers (``kqv``, ``proj``,
+    ``mlp``), as for softmax; float16 under ``mindspore.amp`` O2/O3, where features of large tokens (e^-30)
+    fall below float16's range.
+    """
 
     def __init__(self, dim: int, emb: int, kernel_ratio: float = 0.5, norm_eps: float = 1e-5,
                  stabilizer: float = 1e-8, kernels: KernelChoice = STOCK):
         super().__init__()
-        self.kernels = kernels
         self.emb = emb
         self.num_features = int(emb * kernel_ratio)
         self.kqv = Linear(dim, 3 * emb, kernels=kernels)
@@ -46,17 +50,15 @@ class TokenPerformer(UsesKernels, nn.Cell):
 
     def _positive_features(self, x: Tensor) -> Tensor:
         half_sq_norm = (x * x).sum(axis=-1, keepdims=True) / 2
-        features = ops.cast(self.random_features, x.dtype).T
-        projected = low_precision_product(ops.matmul, x, features, self.product_dtype)
+        projected = ops.matmul(x, ops.cast(self.random_features, x.dtype).T)
         return ops.exp(projected - half_sq_norm) * self.feature_scale
 
     def construct(self, x: Tensor) -> Tensor:
         k, q, v = ops.split(self.kqv(self.norm1(x)), self.emb, axis=-1)
         kp, qp = self._positive_features(k), self._positive_features(q)
-        low = self.product_dtype
-        normalizer = low_precision_product(ops.matmul, qp, kp.sum(axis=1).expand_dims(-1), low)
-        kv = low_precision_product(ops.matmul, v.transpose(0, 2, 1), kp, low)
-        y = low_precision_product(self.project_features, qp, kv, low) / (normalizer + self.stabilizer)
+        normalizer = ops.matmul(qp, kp.sum(axis=1).expand_dims(-1))
+        kv = ops.matmul(v.transpose(0, 2, 1), kp)
+        y = self.project_features(qp, kv) / (normalizer + self.stabilizer)
         y = v + self.proj(y)
         return y + self.mlp(self.norm2(y))
 
