@@ -15,7 +15,8 @@ batch-shape strategies are offered:
   (``Cell.set_inputs``). Any remainder size runs without a recompile. On MindSpore 2.10's CPU backend
   the dynamic-shape Transpose and 4-D batched MatMul kernels are 2-3x slower than the static ones,
   which makes a stage 20-30% slower (see BENCHMARKS.md).
-- ``"buckets"``: static graphs for a few batch sizes (by default 1, 2, 3, 4, 6, 8, 12, ..., 64). A
+- ``"buckets"``: static graphs for a few batch sizes (by default 1, 2, 3, 4, 6, 8, 12, ..., 64 on CPU; on
+  GPU/Ascend the compile budget's gears 1, 2, 4, ..., 64, :mod:`dvt_ms.utils.gears`). A
   remainder runs as one or a few bucket-sized calls; only the last is padded (by repeating one of its
   rows; the padding's outputs are dropped). Each (stage, bucket) compiles once, on first use; later
   remainders reuse the cached graphs. This is the faster mode once the buckets in use are compiled.
@@ -44,6 +45,7 @@ from .data.data_config import load_image as load_eval_image
 from .evaluate import softmax
 from .models.cascade_spec import CascadeSpec
 from .models.dvt import CascadeStage, DynamicVisionTransformer
+from .utils.gears import bucket_gears, uses_gears
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +205,9 @@ class AdaptiveClassifier:
         self.shape_mode = shape_mode
         self.buckets: Tuple[int, ...] = ()
         if shape_mode == "buckets":
-            self.buckets = self._check_buckets(default_buckets() if buckets is None else buckets)
+            if buckets is None:  # GPU/Ascend: a bounded set of gears (compile budget)
+                buckets = bucket_gears(DEFAULT_MAX_BUCKET) if uses_gears(kernels.device_target) else default_buckets()
+            self.buckets = self._check_buckets(buckets)
         elif buckets is not None:
             raise ValueError("buckets are only used with shape_mode='buckets'")
         self.spec: CascadeSpec = model.spec
@@ -218,6 +222,13 @@ class AdaptiveClassifier:
                 cell.set_inputs(*stage_input_specs(self.spec, k))
         # per stage: graph batch size -> number of calls (what ran, for tests and benchmarks)
         self.stage_batches: List[Dict[int, int]] = [{} for _ in self.cells]
+
+    @property
+    def graphs_compiled(self) -> int:
+        """Stage graphs compiled so far: one per (stage, bucket) used, or one per stage used (dynamic)."""
+        if self.shape_mode == "buckets":
+            return sum(len(sizes) for sizes in self.stage_batches)
+        return sum(1 for sizes in self.stage_batches if sizes)
 
     @property
     def precision(self) -> str:

@@ -16,7 +16,8 @@ them. Each case
 Then, compiled in graph mode: the user's own ``mindspore.amp.auto_mixed_precision(net, "O1")`` on every case,
 the early-exit engine (buckets) and MindIR export in float16 with the exported stages replayed, and the
 official MindSpore DVT reference case in float16 against the official code's own float16 run.
-Sizes are tiny (depth 1, 32 channels, 64-pixel images; the 4-stage cascade keeps its 224-pixel patch grid).
+Sizes are tiny (depth 1, 2 with EViT pruning, 32 channels, 64-pixel images; the 4-stage cascade keeps its
+224-pixel patch grid).
 """
 from pathlib import Path
 
@@ -65,8 +66,8 @@ def _tiny(case: str) -> dict:
         sizes["token_dim"] = 16
     if "reuse_hidden_dim" in accepted:
         sizes.update(reuse_hidden_dim=16, reuse_feature_dim=8)
-    if "drop_loc" in accepted:
-        sizes["drop_loc"] = [0]
+    if "drop_loc" in accepted:  # prune in the first of two blocks, so that the second sees the pruned tokens
+        sizes.update(depth=2, drop_loc=[0])
     return sizes
 
 
@@ -112,8 +113,9 @@ def check_close(got, want, bound: float = LOGIT_BOUND) -> float:
     return difference
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def pynative():
+    """The test runs in PyNative mode (``ms.jit`` functions still compile); graph mode after it."""
     ms.set_context(mode=ms.PYNATIVE_MODE)
     yield
     ms.set_context(mode=ms.GRAPH_MODE)

@@ -46,11 +46,13 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..config import COMMON, TRAIN, Config, ConfigError, Option, Schema, plot_suffix, resolve_config, save_config
+from ..layers.token_reorganization import kept_token_count
+from ..utils.gears import keep_count_gears, uses_gears
 from .distributed import DistributedContext, init_distributed
 from .interrupt import StopSignals, TrainingInterrupted
 from .precision import resolve_training_precision
@@ -247,6 +249,7 @@ class Trainer:
         """EViT: target keep rate and token count for the keep-rate schedule."""
         config = self.config
         self.keep_target: Optional[float] = None
+        self.keep_gears: Optional[Tuple[int, ...]] = None
         if self.family != "evit" or not config.keep_rate_schedule:
             return
         rates = sorted({float(r) for r in self.net.keep_rate if r < 1})
@@ -258,6 +261,11 @@ class Trainer:
                               f"{rates}; set keep_rate_schedule: false to train with the per-layer rates")
         self.keep_target = rates[0]
         self.num_image_tokens = int(self.net.grid_size) ** 2
+        if uses_gears(self.device):
+            self.keep_gears = keep_count_gears(kept_token_count(self.keep_target, self.num_image_tokens),
+                                               self.num_image_tokens)
+            logger.info("%s compile budget: the EViT keep rates snap to %d first-block token counts %s "
+                        "(keep_rate_token_step is not used)", self.device, len(self.keep_gears), list(self.keep_gears))
         logger.info("EViT keep rate: 1 until epoch %d, cosine down to %g at epoch %d (token step %d)",
                     config.shrink_start_epoch, self.keep_target, config.shrink_start_epoch + config.shrink_epochs,
                     config.keep_rate_token_step)
@@ -272,7 +280,7 @@ class Trainer:
         rate = keep_rate_at_step(global_step, self.steps_per_epoch, self.keep_target,
                                  start_epoch=config.shrink_start_epoch,
                                  end_epoch=config.shrink_start_epoch + config.shrink_epochs)
-        return quantize_keep_rate(rate, self.num_image_tokens, config.keep_rate_token_step)
+        return quantize_keep_rate(rate, self.num_image_tokens, config.keep_rate_token_step, self.keep_gears)
 
     def _setup_step(self) -> None:
         from .ema import ModelEMA
@@ -619,6 +627,8 @@ class Trainer:
             if signum and epoch < self.total_epochs:
                 raise self._interrupted(signum, epoch, None)
         val = self.validate() if last is None else last.val
+        logger.info("graphs compiled: %d training step graph(s) (one per distinct EViT keep rate), 1 validation "
+                    "graph", self.step.graphs_compiled)
         existing = self.output_dir / WEIGHTS_NAME
         if last is None and existing.is_file():  # nothing trained: the file is left as it is
             weights = existing if dist.is_main else None

@@ -274,6 +274,11 @@ class TrainStep:
         return train_step
 
     @property
+    def graphs_compiled(self) -> int:
+        """Training graphs compiled so far: one per distinct keep rate the step was called with."""
+        return len(self._keep_rates)
+
+    @property
     def global_step(self) -> int:
         """The optimizer's step counter: steps taken so far, and the lr schedule position."""
         return int(self.optimizer.global_step.asnumpy().reshape(-1)[0])
@@ -294,11 +299,11 @@ class TrainStep:
             keep_rate = float(keep_rate)
             if not 0 < keep_rate <= 1:
                 raise ValueError(f"keep_rate must be in (0, 1], got {keep_rate}")
-            if keep_rate not in self._keep_rates:
-                self._keep_rates.add(keep_rate)
-                if len(self._keep_rates) == KEEP_RATE_GRAPH_WARNING:
-                    logger.warning("%d distinct keep rates so far, one compiled graph each; quantize them "
-                                   "with dvt_ms.train.schedule.quantize_keep_rate", len(self._keep_rates))
+        if keep_rate not in self._keep_rates:
+            self._keep_rates.add(keep_rate)
+            if len(self._keep_rates) == KEEP_RATE_GRAPH_WARNING:
+                logger.warning("%d distinct keep rates so far, one compiled graph each; quantize them "
+                               "with dvt_ms.train.schedule.quantize_keep_rate", len(self._keep_rates))
         step = self.global_step
         self._check_schedule(step)
         self.net.set_train(True)

@@ -47,9 +47,8 @@ def resolve_device_target(device_target: str) -> str:
     if device_target != "CPU" and not device_available(device_target):
         raise DeviceUnavailableError(
             f"device_target {device_target} was requested, but MindSpore {ms.__version__} has no usable "
-            f"{device_target} backend on this machine: it needs {DEVICE_NEEDS[device_target]} (MindSpore's warning "
-            "above names the library that failed to load). Use --device_target CPU, or auto to take the best "
-            "device present")
+            f"{device_target} backend on this machine: it needs {DEVICE_NEEDS[device_target]}. Use --device_target "
+            "CPU, or auto to take the best device present")
     return device_target
 
 
