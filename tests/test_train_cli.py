@@ -391,7 +391,8 @@ def test_float16_training_on_mindspores_ops(tmp_path, data_dir, train_script, le
         assert train_script.main(base_args(data_dir, out, model="deit_small", model_overrides=tiny, epochs=1,
                                            cpu_kernels="off",
                                            precision="fp16", amp_level=level, model_ema="false")) == 0
-    assert f"fp16 mixed precision, amp_level {level}: mindspore.amp.auto_mixed_precision {level} in float16" in caplog.text
+    described = f"fp16 mixed precision, amp_level {level}: mindspore.amp.auto_mixed_precision {level} in float16"
+    assert described in caplog.text
     assert "checks the GPU/Ascend graph" in caplog.text and "DynamicLossScaler" in caplog.text
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["steps"] == 4 and all(np.isfinite(records[-1]["val_top1"]))

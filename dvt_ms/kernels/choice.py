@@ -139,7 +139,7 @@ class KernelChoice:
         return self.model_precision
 
     @property
-    def product_dtype(self):
+    def product_dtype(self) -> Optional[ms.Type]:
         """The dtype MindSpore's ops cast the operands of products to now (``None``: float32, or the fused
         kernels, which carry their precision themselves)."""
         if self.fused or self.precision == "fp32":
@@ -194,5 +194,5 @@ class UsesKernels:
         return self.kernels.fused
 
     @property
-    def product_dtype(self):
+    def product_dtype(self) -> Optional[ms.Type]:
         return self.kernels.product_dtype

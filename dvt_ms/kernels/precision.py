@@ -3,9 +3,10 @@
 A model carries its precision into its layers (:class:`~dvt_ms.kernels.choice.KernelChoice`). On CPU with
 the fused kernels, ``bf16`` runs their products on bfloat16 operands. With MindSpore's own ops (GPU, Ascend,
 and CPU with ``cpu_kernels: off``), ``fp16`` and ``bf16`` cast the operands of every dense and matrix
-product (dense layers, attention scores and mix, DVT reuse products, Performer products) to the low dtype
-and the product back to float32 (:func:`dvt_ms.layers.products.low_precision_product`). LayerNorm, softmax,
-GELU, the exit logits and confidences and everything outside the products stay float32. It is what
+product (dense layers, attention scores and mix, DVT reuse products) to the low dtype and the product back
+to float32 (:func:`dvt_ms.layers.products.low_precision_product`). LayerNorm, softmax, GELU, the T2T
+Performer's random-feature attention, the exit logits and confidences and everything outside the products
+stay float32. It is what
 ``mindspore.amp`` level O1 means (its white list: dense and matrix products), held by the model instead of
 a source rewrite, so it holds for every cascade, in the engine's stage graphs and in exported files.
 

@@ -29,9 +29,7 @@ class Linear(UsesKernels, nn.Dense):
 
     def construct(self, x: Tensor) -> Tensor:
         if not self.fused:
-            # parameters follow the input's dtype: float16 under mindspore.amp O2/O3, which casts the cell's
-            # inputs but not parameters handed to functions outside it
-            shape = x.shape
+            shape = x.shape  # the parameters follow the input's dtype (float16 under mindspore.amp O2/O3)
             weight = ops.cast(self.weight, x.dtype)
             low = self.product_dtype
             if low is None:  # a call of the primitive itself, which mindspore.amp O1's rewrite casts
