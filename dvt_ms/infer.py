@@ -224,13 +224,6 @@ class AdaptiveClassifier:
         self.stage_batches: List[Dict[int, int]] = [{} for _ in self.cells]
 
     @property
-    def graphs_compiled(self) -> int:
-        """Stage graphs compiled so far: one per (stage, bucket) used, or one per stage used (dynamic)."""
-        if self.shape_mode == "buckets":
-            return sum(len(sizes) for sizes in self.stage_batches)
-        return sum(1 for sizes in self.stage_batches if sizes)
-
-    @property
     def precision(self) -> str:
         """The precision the stage graphs run in (``fp32``, ``bf16``, ``fp16``)."""
         with self._stage_ops():

@@ -47,6 +47,6 @@ def test_the_engine_counts_its_graphs():
     engine = AdaptiveClassifier(net, [2.0, 2.0, -1e8], buckets=[2, 4])  # nobody leaves early
     images = np.random.default_rng(0).standard_normal((6, 3, 64, 64)).astype(np.float32)
     engine(images)
-    assert engine.graphs_compiled == 3 * 2  # 6 rows: a 4 and a 2 at each of the 3 stages
+    assert engine.compiled_graphs() == [2, 2, 2]  # 6 rows: a 4 and a 2 at each of the 3 stages
     engine(images[:4])
-    assert engine.graphs_compiled == 6
+    assert engine.compiled_graphs() == [2, 2, 2]

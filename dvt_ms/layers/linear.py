@@ -38,7 +38,7 @@ class Linear(UsesKernels, nn.Dense):
                 y = low_precision_product(self.matmul, x.reshape(-1, shape[-1]), weight, low)
             if self.has_bias:
                 y = self.bias_add(y, ops.cast(self.bias, y.dtype))
-            return y.reshape(shape[:-1] + (-1,))
+            return y.reshape(shape[:-1] + (self.out_channels,))
         if self.has_bias:
             return self.fused_linear(x, self.weight, self.bias)
         return self.fused_project(x, self.weight)
