@@ -19,6 +19,7 @@ official MindSpore DVT reference case in float16 against the official code's own
 Sizes are tiny (depth 1, 2 with EViT pruning, 32 channels, 64-pixel images; the 4-stage cascade keeps its
 224-pixel patch grid).
 """
+import json
 from pathlib import Path
 
 import mindspore as ms
@@ -103,17 +104,18 @@ def copy_weights(src, dst) -> None:
 
 def exits(net, images: np.ndarray):
     out = net(Tensor(images))
-    return [o for o in (out if isinstance(out, tuple) else (out,))]
+    return list(out) if isinstance(out, tuple) else [out]
 
 
-def check_close(got, want, bound: float = LOGIT_BOUND) -> float:
-    """float32, finite, within ``bound`` of the largest |fp32 logit| and not equal to fp32; the difference."""
+def check_close(got, want) -> float:
+    """float32, finite, within :data:`LOGIT_BOUND` of the largest |fp32 logit| and not equal to fp32; returns
+    the largest difference."""
     assert [o.dtype for o in got] == [ms.float32] * len(want)
     got = [o.asnumpy() for o in got]
     scale = max(float(np.abs(w).max()) for w in want)
     difference = max(float(np.abs(g - w).max()) for g, w in zip(got, want))
     assert all(np.isfinite(g).all() for g in got)
-    assert difference <= bound * scale, (difference, scale)
+    assert difference <= LOGIT_BOUND * scale, (difference, scale)
     assert difference > 0, "float16 gave the fp32 exits bit for bit: nothing ran in float16"
     return difference
 
@@ -232,7 +234,7 @@ def test_engine_and_export_in_float16(dvt_fp16, tmp_path):
         np.testing.assert_allclose(result.logits[i], full[k][i], rtol=0, atol=1e-3 * scale)
 
     manifest_path = export_cascade(fp16, tmp_path / "export")
-    manifest = __import__("json").loads(manifest_path.read_text())
+    manifest = json.loads(manifest_path.read_text())
     assert manifest["precision"] == {"files": "fp16", "model": "fp16"}
     cells = [ms.nn.GraphCell(ms.load(str(manifest_path.parent / s["file"]))) for s in manifest["stages"]]
     replayed, predictions, logits = run_exported(manifest, cells, images, thresholds)
