@@ -394,6 +394,7 @@ def test_float16_training_on_mindspores_ops(tmp_path, data_dir, train_script, le
     described = f"fp16 mixed precision, amp_level {level}: mindspore.amp.auto_mixed_precision {level} in float16"
     assert described in caplog.text
     assert "checks the GPU/Ascend graph" in caplog.text and "DynamicLossScaler" in caplog.text
+    assert "graphs compiled: 1 training step graph(s)" in caplog.text
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["steps"] == 4 and all(np.isfinite(records[-1]["val_top1"]))
     weights = [v.asnumpy() for v in ms.load_checkpoint(str(out / "final_weights.ckpt")).values()
