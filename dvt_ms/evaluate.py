@@ -158,7 +158,7 @@ def exit_logits(net, images: np.ndarray, batch_size: Optional[int] = None) -> Li
     images, count = pad_batch(images, batch_size)
     out = net(ms.Tensor(np.ascontiguousarray(images, dtype=np.float32)))
     outputs = out if isinstance(out, (tuple, list)) else (out,)
-    return [o.asnumpy()[:count] for o in outputs]
+    return [o.asnumpy()[:count].astype(np.float32, copy=False) for o in outputs]
 
 
 def collect_predictions(net, data, batch_size: Optional[int] = None) -> Predictions:

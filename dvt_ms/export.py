@@ -95,7 +95,7 @@ def export_cascade(model: DynamicVisionTransformer, output_dir: Union[str, os.Pa
         path = out / _stage_file(k)
         with model.kernels.stock():  # a file for other machines; and the fused kernels need static shapes
             ms.export(cell, *specs, file_name=str(path.with_suffix("")), file_format=fmt)
-            file_precision = model.kernels.precision  # fp32 on CPU (MindSpore's ops), amp's elsewhere
+            file_precision = model.kernels.precision  # fp32 for a fused-kernel model, else the model's own
         if not path.is_file():
             raise RuntimeError(f"MindSpore did not write {path}")
         inputs = []

@@ -15,7 +15,8 @@ batch-shape strategies are offered:
   (``Cell.set_inputs``). Any remainder size runs without a recompile. On MindSpore 2.10's CPU backend
   the dynamic-shape Transpose and 4-D batched MatMul kernels are 2-3x slower than the static ones,
   which makes a stage 20-30% slower (see BENCHMARKS.md).
-- ``"buckets"``: static graphs for a few batch sizes (by default 1, 2, 3, 4, 6, 8, 12, ..., 64). A
+- ``"buckets"``: static graphs for a few batch sizes (by default 1, 2, 3, 4, 6, 8, 12, ..., 64 on CPU; on
+  GPU/Ascend the compile budget's gears 1, 2, 4, ..., 64, :mod:`dvt_ms.utils.gears`). A
   remainder runs as one or a few bucket-sized calls; only the last is padded (by repeating one of its
   rows; the padding's outputs are dropped). Each (stage, bucket) compiles once, on first use; later
   remainders reuse the cached graphs. This is the faster mode once the buckets in use are compiled.
@@ -44,6 +45,7 @@ from .data.data_config import load_image as load_eval_image
 from .evaluate import softmax
 from .models.cascade_spec import CascadeSpec
 from .models.dvt import CascadeStage, DynamicVisionTransformer
+from .utils.gears import bucket_gears, uses_gears
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +195,7 @@ class AdaptiveClassifier:
         if precision is not None and precision != kernels.model_precision:
             raise ValueError(f"precision {precision!r}: the model was built for {kernels.model_precision!r}; "
                              f"build it with create_model(..., precision={precision!r})")
-        if shape_mode == "dynamic" and kernels.model_precision != "fp32" and kernels.device_target == "CPU":
+        if shape_mode == "dynamic" and kernels.available and kernels.model_precision != "fp32":
             raise ValueError(f"shape_mode 'dynamic' runs on MindSpore's float32 CPU ops, not in "
                              f"{kernels.model_precision}; use shape_mode 'buckets' or precision fp32")
         self.num_exits = int(model.num_exits)
@@ -203,7 +205,9 @@ class AdaptiveClassifier:
         self.shape_mode = shape_mode
         self.buckets: Tuple[int, ...] = ()
         if shape_mode == "buckets":
-            self.buckets = self._check_buckets(default_buckets() if buckets is None else buckets)
+            if buckets is None:  # GPU/Ascend: a bounded set of gears (compile budget)
+                buckets = bucket_gears(DEFAULT_MAX_BUCKET) if uses_gears(kernels.device_target) else default_buckets()
+            self.buckets = self._check_buckets(buckets)
         elif buckets is not None:
             raise ValueError("buckets are only used with shape_mode='buckets'")
         self.spec: CascadeSpec = model.spec

@@ -63,7 +63,7 @@ def test_command_line_only_and_special_values(tmp_path):
     ("model: deit_small\nbatch_size: true\n", "batch_size: expected an integer"),
     ("model: deit_small\nbatch_size: 0\n", "batch_size: must be > 0, got 0"),
     ("model: deit_small\ncrop_pct: 1.5\n", "crop_pct: must be in (0, 1], got 1.5"),
-    ("model: deit_small\ndevice_target: TPU\n", "device_target: 'TPU' is not one of CPU, GPU, Ascend"),
+    ("model: deit_small\ndevice_target: TPU\n", "device_target: 'TPU' is not one of auto, CPU, GPU, Ascend"),
     ("model: deit_smal\n", "model: unknown model 'deit_smal' (did you mean 'deit_small'?)"),
     ("model: deit_small\nmodel_overrides: {num_clases: 3}\n",
      "model_overrides: unknown key(s) 'num_clases' (did you mean 'num_classes'?) for model 'deit_small'"),

@@ -152,7 +152,8 @@ def runs(ws, reference):
     """The CLI in each mode, launched together; {mode: (returncode, stdout, stderr, results)}."""
     base = [sys.executable, str(SCRIPT), "--config", str(ws / "cfg.yaml"), "--checkpoint", str(reference["ckpt"])]
     commands = {
-        "saved-thresholds": ["--mode", "saved-thresholds", "--device_target", "GPU", "--plot", "curve.png"],
+        "saved-thresholds": ["--mode", "saved-thresholds", "--device_target", "auto", "--plot", "curve.png"],
+        "gpu": ["--mode", "fit", "--device_target", "GPU"],  # absent here: an error before any work
         "fit": ["--mode", "fit", "--fit_samples", str(FIT_SAMPLES), "--seed", str(FIT_SEED)],
         "saved": ["--mode", "saved", "--data_dir", "null"],
     }
@@ -208,11 +209,14 @@ def test_unreadable_images_are_skipped_and_named(runs):
     assert "skipped 2 unreadable image(s)" in runs["saved-thresholds"][2]
 
 
-def test_gpu_request_falls_back_to_cpu_with_a_warning(runs):
+def test_auto_device_is_logged_and_an_absent_gpu_is_an_error(runs):
     returncode, _, stderr, results = runs["saved-thresholds"]
-    assert results["device"] == {"requested": "GPU", "used": "CPU"}
-    assert "requested device GPU is not available here; falling back to CPU" in stderr
-    assert "evaluating on CPU instead of the requested GPU" in stderr
+    assert results["device"] == {"requested": "auto", "used": "CPU"}
+    assert "device_target auto: running on CPU (checked Ascend, GPU, CPU in that order)" in stderr
+    returncode, _, stderr, results = runs["gpu"]
+    assert (returncode, results) == (2, None), stderr[-2000:]
+    assert "error: device_target GPU was requested, but MindSpore" in stderr
+    assert "CUDA 11.1 or 11.6 with cuDNN 8" in stderr and "Traceback" not in stderr
     assert runs["fit"][3]["device"] == {"requested": "CPU", "used": "CPU"}
 
 

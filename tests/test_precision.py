@@ -12,7 +12,6 @@ from mindspore import Tensor
 from dvt_ms import create_model
 from dvt_ms.config import COMMON, EVAL, TRAIN, ConfigError, resolve_config
 from dvt_ms.kernels import PRECISIONS, KernelChoice, choice
-from dvt_ms.kernels.precision import AMP_LEVEL, amp_settings
 
 pytestmark = pytest.mark.skipif(not (KernelChoice.resolve("auto", "CPU").available and choice.cpu_supports_bf16()),
                                 reason="needs the fused CPU kernels and a CPU with AVX512-BF16 or AMX")
@@ -55,7 +54,7 @@ def test_bf16_stock_graphs_report_fp32():
 
 
 def test_fp16_refused_on_cpu():
-    with pytest.raises(ValueError, match="fp16 is not supported on CPU"):
+    with pytest.raises(ValueError, match="fp16 with the fused CPU kernels .* cpu_kernels off to check"):
         create_model("deit_small", cpu_kernels="auto", precision="fp16", **TINY)
     with pytest.raises(ValueError, match="precision must be one of"):
         KernelChoice.resolve("auto", "CPU", precision="int8")
@@ -90,18 +89,16 @@ def test_bf16_gemm_backends_agree(monkeypatch):
         assert 0 < error < 1e-2, (backend, error)
 
 
-def test_amp_mapping():
-    assert amp_settings("fp32", "GPU") is None and amp_settings("bf16", "CPU") is None
-    assert amp_settings("fp16", "Ascend") == {"amp_level": AMP_LEVEL, "dtype": ms.float16}
-    assert amp_settings("bf16", "GPU") == {"amp_level": AMP_LEVEL, "dtype": ms.bfloat16}
-    # O1 converts the dense layers and matrix products; LayerNorm and Softmax are not on its list
-    from mindspore.train import amp
-
-    white = {cls.__name__ for cls in amp.AMP_WHITE_LIST}
-    assert AMP_LEVEL == "O1" and {"Dense", "MatMul", "BatchMatMul"} <= white
-    assert not {"LayerNorm", "Softmax"} & white
+def test_accelerator_precisions():
+    """With MindSpore's ops the model carries its precision into the products; bf16 on GPU is refused."""
     choice_gpu = KernelChoice.resolve("auto", "GPU", precision="fp16")
-    assert (choice_gpu.precision, choice_gpu.fused) == ("fp16", False)
+    assert (choice_gpu.precision, choice_gpu.fused, choice_gpu.product_dtype) == ("fp16", False, ms.float16)
+    assert KernelChoice.resolve("auto", "Ascend", precision="bf16").product_dtype == ms.bfloat16
+    assert KernelChoice.resolve("auto", "Ascend").product_dtype is None
+    with pytest.raises(ValueError, match="bf16 on GPU: MindSpore 2.10's GPU kernels have no bfloat16"):
+        KernelChoice.resolve("auto", "GPU", precision="bf16")
+    check = KernelChoice.resolve("off", "CPU", precision="fp16")
+    assert (check.precision, check.available, check.product_dtype) == ("fp16", False, ms.float16)
 
 
 def test_precision_config_key(tmp_path):

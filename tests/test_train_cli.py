@@ -102,7 +102,7 @@ def test_unknown_yaml_key_is_named_with_a_suggestion(tmp_path, data_dir):
                           "precision on CPU is bfloat16; set precision bf16"),
     ({"precision": "bf16", "amp_level": "O0"}, "--amp_level, --precision: precision bf16 with amp_level O0: O0 "
                                                 "trains in float32"),
-    ({"precision": "fp16"}, "float16 is not supported on CPU"),
+    ({"precision": "fp16"}, "float16 is not supported with the fused CPU kernels"),
     ({"warmup_epochs": "5"}, r"--warmup_epochs \(5\) must not exceed --epochs \(2\)"),
     ({"resume": "nowhere.ckpt"}, "--resume: nowhere.ckpt: no such checkpoint file"),
     ({"pretrained": "missing.pth"}, "--pretrained: missing.pth: no such file"),
@@ -376,3 +376,28 @@ def test_evit_keep_rate_schedule_is_quantized_per_step(tmp_path, data_dir):
     per_layer = "{depth: 4, keep_rate: [1.0, 0.7, 0.5, 1.0], image_size: 64, embed_dim: 64, num_heads: 2}"
     with pytest.raises(ConfigError, match=r"keep_rate_schedule needs one keep rate .*\[0.5, 0.7\]"):
         _setup(base_args(data_dir, tmp_path / "o3", model="evit_deit_small", model_overrides=per_layer))
+
+
+@pytest.mark.parametrize("level", ["O2", "O3"])
+def test_float16_training_on_mindspores_ops(tmp_path, data_dir, train_script, level, caplog):
+    """``--cpu_kernels off --precision fp16 --amp_level O2|O3``: the GPU/Ascend float16 training graph, on CPU,
+    trains a few steps under dynamic loss scaling, validates on float32 logits and writes finite weights
+    (every model and level is stepped in test_accelerator_graph.py; DeiT keeps this one quick)."""
+    import mindspore as ms
+
+    out = tmp_path / "out"
+    tiny = "{embed_dim: 32, depth: 1, num_heads: 2, mlp_ratio: 2.0, image_size: 64}"
+    with caplog.at_level(logging.INFO):
+        assert train_script.main(base_args(data_dir, out, model="deit_small", model_overrides=tiny, epochs=1,
+                                           cpu_kernels="off",
+                                           precision="fp16", amp_level=level, model_ema="false")) == 0
+    described = f"fp16 mixed precision, amp_level {level}: mindspore.amp.auto_mixed_precision {level} in float16"
+    assert described in caplog.text
+    assert "checks the GPU/Ascend graph" in caplog.text and "DynamicLossScaler" in caplog.text
+    assert "graphs compiled: 1 training step graph(s)" in caplog.text
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["steps"] == 4 and all(np.isfinite(records[-1]["val_top1"]))
+    weights = [v.asnumpy() for v in ms.load_checkpoint(str(out / "final_weights.ckpt")).values()
+               if isinstance(v, ms.Tensor)]
+    assert len(weights) > 10 and all(np.isfinite(w).all() for w in weights)
+    assert {w.dtype for w in weights} == {np.dtype(np.float32)}  # float32 master weights

@@ -20,7 +20,8 @@ from dvt_ms.train.step import create_loss_scaler
     ("fp32", "auto", "GPU", ("fp16", "O2", "O2", "fp32")),
     ("fp32", "O0", "Ascend", ("fp32", "O0", "O0", "fp32")),
     ("bf16", "O3", "Ascend", ("bf16", "O3", "O3", "fp32")),
-    ("fp16", "O1", "GPU", ("fp16", "O1", "O1", "fp32")),
+    ("fp16", "O1", "GPU", ("fp16", "O1", "O0", "fp16")),  # O1: the model carries float16 products
+    ("fp16", "O2", "Ascend", ("fp16", "O2", "O2", "fp32")),
 ])
 def test_resolution(precision, amp_level, device, expected):
     resolved = resolve_training_precision(precision, amp_level, device)
@@ -30,7 +31,8 @@ def test_resolution(precision, amp_level, device, expected):
 
 
 @pytest.mark.parametrize("precision, amp_level, device, message", [
-    ("fp16", "auto", "CPU", "float16 is not supported on CPU"),
+    ("fp16", "auto", "CPU", "float16 is not supported with the fused CPU kernels"),
+    ("bf16", "O2", "GPU", "bf16 on GPU"),
     ("fp32", "O2", "CPU", "mixed precision on CPU is bfloat16; set precision bf16"),
     ("bf16", "O3", "CPU", "O3 would cast LayerNorm and softmax too"),
     ("bf16", "O0", "GPU", "O0 trains in float32"),
@@ -40,6 +42,24 @@ def test_resolution(precision, amp_level, device, expected):
 def test_contradictions_are_refused(precision, amp_level, device, message):
     with pytest.raises(ValueError, match=message):
         resolve_training_precision(precision, amp_level, device)
+
+
+def test_mindspores_float16_ops_on_cpu_train_at_the_accelerator_levels():
+    """``cpu_kernels: off`` with ``precision: fp16``: the GPU/Ascend levels, on MindSpore's float16 CPU kernels."""
+    def resolve(precision, level):
+        found = resolve_training_precision(precision, level, "CPU", cpu_kernels="off")
+        return found.compute, found.level, found.amp_level, found.model_precision
+
+    assert resolve("fp16", "O1") == ("fp16", "O1", "O0", "fp16")  # the model carries float16 products
+    assert resolve("fp16", "O2") == ("fp16", "O2", "O2", "fp32")
+    assert resolve("fp16", "auto") == ("fp16", "O2", "O2", "fp32")
+    assert resolve("fp16", "O3") == ("fp16", "O3", "O3", "fp32")
+    assert resolve("fp32", "auto") == ("fp32", "O0", "O0", "fp32")
+    assert "checks the GPU/Ascend graph" in resolve_training_precision("fp16", "O2", "CPU", "off").describe()
+    with pytest.raises(ValueError, match="set precision fp16 to check the GPU/Ascend float16 graph"):
+        resolve("fp32", "O2")
+    with pytest.raises(ValueError, match="bf16 is not supported by MindSpore's own ops on CPU"):
+        resolve("bf16", "O2")
 
 
 def test_loss_scaling_is_for_float16_only():

@@ -228,8 +228,6 @@ def main(argv=None) -> int:
         from dvt_ms.utils.device import configure_device
 
         device = configure_device(config.device_target, config.ms_mode, config.cpu_kernels)
-        if device != config.device_target:
-            logger.warning("evaluating on %s instead of the requested %s", device, config.device_target)
         results["device"] = {"requested": config.device_target, "used": device}
         results.update(_model_modes(config))
     if config.output:

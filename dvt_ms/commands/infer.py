@@ -167,8 +167,8 @@ def main(argv=None) -> int:
     import numpy as np
 
     exits = np.asarray([r["exit"] - 1 for r in records])
-    logger.info("%d images classified (%s), %d skipped", len(records),
-                exit_fraction_summary(exits, net.num_exits), len(skipped))
+    logger.info("%d images classified (%s), %d skipped; %d stage graph(s) compiled", len(records),
+                exit_fraction_summary(exits, net.num_exits), len(skipped), sum(engine.compiled_graphs()))
     if skipped:
         logger.warning("%d unreadable file(s) skipped: %s", len(skipped), ", ".join(skipped[:5])
                        + (", ..." if len(skipped) > 5 else ""))

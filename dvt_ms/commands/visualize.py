@@ -192,9 +192,7 @@ def main(argv=None) -> int:
     from dvt_ms.model_config import load_model
     from dvt_ms.utils.device import configure_device
 
-    device = configure_device(config.device_target, config.ms_mode, config.cpu_kernels)
-    if device != config.device_target:
-        logger.warning("running on %s instead of the requested %s", device, config.device_target)
+    configure_device(config.device_target, config.ms_mode, config.cpu_kernels)
     loaded = load_model(config, config.checkpoint, config.sources)
     if mode == "exits":
         _exits(config, loaded)

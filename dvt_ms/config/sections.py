@@ -165,16 +165,18 @@ COMMON = Schema("model, data and runtime", [
            help="normalization mean (R, G, B, in [0, 1] units); null: the checkpoint's, else the model's (ImageNet)"),
     Option("std", list, nullable=True, validator=_rgb,
            help="normalization std (R, G, B); null: the checkpoint's, else the model's (ImageNet)"),
-    Option("device_target", str, default="CPU", choices=("CPU", "GPU", "Ascend"),
-           help="device; falls back to CPU with a warning if absent"),
+    Option("device_target", str, default="CPU", choices=("auto", "CPU", "GPU", "Ascend"),
+           help="device; an absent GPU/Ascend is an error before any work; auto takes Ascend, then GPU, then CPU"),
     Option("ms_mode", str, default="graph", choices=("graph", "pynative"), help="MindSpore execution mode"),
     Option("cpu_kernels", str, default="auto", choices=("auto", "on", "off"),
            help="fused C++ kernels on CPU (dvt_ms.kernels): auto uses them if a C++ compiler is found"),
     Option("precision", str, default="fp32", choices=PRECISIONS,
            help="precision of eval/infer/export/benchmark: bf16 on CPU runs the matrix products in bfloat16 with "
                 "float32 accumulation (AVX512-BF16 or AMX; cpu_kernels auto falls back to fp32 without them); "
-                "on GPU/Ascend bf16/fp16 use MindSpore amp O1; fp16 is refused on CPU; in training, the precision "
-                "of the amp levels (see amp_level)"),
+                "with MindSpore's ops (GPU/Ascend, CPU with cpu_kernels off) fp16/bf16 run the dense and matrix "
+                "products in that dtype, the rest float32 (amp O1's meaning); fp16 on CPU needs cpu_kernels off "
+                "(MindSpore's float16 ops: checks the GPU/Ascend graph, slow); bf16 is refused on GPU; in "
+                "training, the precision of the amp levels (see amp_level)"),
     Option("seed", int, default=0, validator=non_negative, help="random seed (e.g. the fit subset)"),
     Option("verbose", bool, default=False, help="debug logging"),
 ], checks=[_check_model_overrides, _reconcile_num_classes])
@@ -274,8 +276,10 @@ def _check_training(values: Dict[str, Any], sources: Dict[str, str]) -> None:
     overrides = values["model_overrides"]
     from ..train.precision import resolve_training_precision
 
-    try:  # again at setup, on the device the run really gets
-        resolve_training_precision(values["precision"], values["amp_level"], values["device_target"])
+    try:  # again at setup, on the device the run really gets (auto: only there)
+        if values["device_target"] != "auto":
+            resolve_training_precision(values["precision"], values["amp_level"], values["device_target"],
+                                       values["cpu_kernels"])
     except ValueError as exc:
         raise ConfigError(f"{_where('amp_level', sources)}, {_where('precision', sources)}: {exc}") from None
     if "drop_path_rate" in overrides:
@@ -379,9 +383,11 @@ TRAIN = Schema("training", [
     Option("label_smoothing", float, default=0.1, validator=_below_one, help="label smoothing"),
     # precision
     Option("amp_level", str, default="auto", choices=("auto", "O0", "O1", "O2", "O3"),
-           help="mixed-precision training (dvt_ms.train.precision): on CPU, O1/O2 (or auto) with precision bf16 run "
-                "the products in bfloat16 and auto with fp32 is O0; on GPU/Ascend auto is O2, in float16 or with "
-                "precision bf16 in bfloat16; master weights stay float32"),
+           help="mixed-precision training (dvt_ms.train.precision): on CPU with the fused kernels, O1/O2 (or auto) "
+                "with precision bf16 run the products in bfloat16 and auto with fp32 is O0; with MindSpore's ops "
+                "(GPU/Ascend; CPU with cpu_kernels off and precision fp16) the mindcv levels in float16 (bf16: "
+                "bfloat16, Ascend only): O1 products, O2 all but LayerNorm, O3 everything; auto is O2; master "
+                "weights stay float32"),
     Option("loss_scale", str, default="auto", choices=("auto", "dynamic", "static", "none"),
            help="auto: dynamic for float16, none for float32 and bfloat16; static uses loss_scale_value"),
     Option("loss_scale_value", float, default=65536.0, validator=positive, help="static loss scale"),

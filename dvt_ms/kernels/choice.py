@@ -11,8 +11,9 @@ fused kernels' matrix products (dense layers, attention scores and mix, DVT reus
 operands with float32 accumulation; LayerNorm, softmax, GELU, the exit confidences and everything outside
 the products stay float32. It needs the fused kernels and a CPU with bfloat16 dot products (AVX512-BF16 or
 AMX): without them ``cpu_kernels: auto`` falls back to fp32 with a warning and ``on`` is an error. ``fp16``
-is refused on CPU. On GPU and Ascend the precision maps onto MindSpore's mixed precision
-(:func:`dvt_ms.kernels.precision.amp_settings`).
+with the fused kernels is refused; with ``cpu_kernels: off`` it runs MindSpore's own float16 ops, the graph
+GPU and Ascend run (for checking; slow). With MindSpore's ops the layers cast the operands of their products
+to :attr:`KernelChoice.product_dtype` (:mod:`dvt_ms.kernels.precision`).
 """
 import contextlib
 import logging
@@ -24,6 +25,7 @@ import mindspore as ms
 from ..config import PRECISIONS
 from ..utils.cpuinfo import cpuinfo_flags
 from .build import CPU_KERNEL_MODES, KernelBuildError, library_path
+from .precision import AMP_DTYPES, CHECK_GRAPH_NOTE, check_device_precision
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +79,7 @@ class KernelChoice:
         self.device_target = device_target
         self.reason = reason
         self.model_precision = check_precision(precision)
-        if self.model_precision != "fp32" and device_target == "CPU" and not self.available:
+        if self.model_precision == "bf16" and device_target == "CPU" and not self.available:
             raise ValueError(f"precision {precision} on CPU runs on the fused kernels, which this choice lacks")
         self._stock_depth = 0
 
@@ -88,7 +90,8 @@ class KernelChoice:
         ``device_target`` defaults to MindSpore's current one, ``precision`` to ``fp32``. ``on`` raises
         :class:`KernelBuildError` if the kernels cannot be built; ``auto`` falls back to MindSpore's ops with
         a warning. On CPU, ``bf16`` needs the kernels and a bfloat16-capable CPU: ``auto`` falls back to fp32
-        with a warning, ``on`` and ``off`` raise ``ValueError``; ``fp16`` raises ``ValueError``."""
+        with a warning, ``on`` and ``off`` raise ``ValueError``; ``fp16`` needs ``off`` (MindSpore's float16
+        ops, the GPU/Ascend graph) and raises ``ValueError`` otherwise. bf16 on GPU raises ``ValueError``."""
         mode = default_mode() if mode is None else mode
         if mode not in CPU_KERNEL_MODES:
             raise ValueError(f"cpu_kernels must be one of {', '.join(CPU_KERNEL_MODES)}, got {mode!r}")
@@ -97,10 +100,14 @@ class KernelChoice:
         if device != "CPU":
             reason = "cpu_kernels is off" if mode == "off" else \
                 f"the fused kernels are CPU-only; {device} uses MindSpore's ops"
-            return cls(False, mode, device, reason, precision)
+            return cls(False, mode, device, reason, check_device_precision(precision, device))
         if precision == "fp16":
-            raise ValueError("precision fp16 is not supported on CPU (no fast float16 products there); "
-                             "use bf16 (CPUs with AVX512-BF16 or AMX) or fp32")
+            if mode != "off":
+                raise ValueError(f"precision fp16 with the fused CPU kernels (cpu_kernels {mode}) is not supported "
+                                 "(no fast float16 products on CPU); use bf16 (AVX512-BF16 or AMX) or fp32, or "
+                                 "cpu_kernels off to check the GPU/Ascend float16 graph on CPU (slow)")
+            logger.warning("precision fp16 with cpu_kernels off: %s", CHECK_GRAPH_NOTE)
+            return cls(False, mode, device, "cpu_kernels is off; float16 check of the GPU/Ascend graph", precision)
         if precision == "bf16" and mode == "off":
             raise ValueError("precision bf16 on CPU runs on the fused kernels, but cpu_kernels is off; "
                              "set cpu_kernels to auto or on, or precision to fp32")
@@ -127,9 +134,17 @@ class KernelChoice:
     @property
     def precision(self) -> str:
         """The precision of graphs compiled now: the model's, except fp32 for MindSpore's ops on CPU."""
-        if self.device_target == "CPU" and not self.fused:
+        if self.device_target == "CPU" and self.available and not self.fused:
             return "fp32"
         return self.model_precision
+
+    @property
+    def product_dtype(self) -> Optional[ms.Type]:
+        """The dtype MindSpore's ops cast the operands of products to now (``None``: float32, or the fused
+        kernels, which carry their precision themselves)."""
+        if self.fused or self.precision == "fp32":
+            return None
+        return AMP_DTYPES[self.precision]
 
     @property
     def kernel_precision(self) -> str:
@@ -177,3 +192,7 @@ class UsesKernels:
     @property
     def fused(self) -> bool:
         return self.kernels.fused
+
+    @property
+    def product_dtype(self) -> Optional[ms.Type]:
+        return self.kernels.product_dtype

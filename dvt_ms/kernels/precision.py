@@ -1,47 +1,42 @@
-"""A model's precision on GPU and Ascend: MindSpore's own mixed precision (``mindspore.amp``).
+"""Which low precision runs where: the one table of precision rules (no model, no config imports).
 
-On CPU the precision is carried out by the fused kernels (:mod:`dvt_ms.kernels.choice`). On GPU and Ascend,
-``bf16`` and ``fp16`` map onto ``mindspore.amp.auto_mixed_precision`` at level ``O1``: the dense layers and
-the (batch) matrix products run in the low precision, while LayerNorm, softmax, GELU, the exit confidences
-and all other ops stay float32, as the CPU path computes.
+A model carries its precision into its layers (:class:`~dvt_ms.kernels.choice.KernelChoice`). On CPU with
+the fused kernels, ``bf16`` runs their products on bfloat16 operands. With MindSpore's own ops (GPU, Ascend,
+and CPU with ``cpu_kernels: off``), ``fp16`` and ``bf16`` cast the operands of every dense and matrix
+product (dense layers, attention scores and mix, DVT reuse products) to the low dtype and the product back
+to float32 (:func:`dvt_ms.layers.products.low_precision_product`). LayerNorm, softmax, GELU, the T2T
+Performer's random-feature attention, the exit logits and confidences and everything outside the products
+stay float32. It is what
+``mindspore.amp`` level O1 means (its white list: dense and matrix products), held by the model instead of
+a source rewrite, so it holds for every cascade, in the engine's stage graphs and in exported files.
+
+On CPU, MindSpore's float16 kernels run the GPU/Ascend graph, slowly: ``cpu_kernels: off`` with ``fp16``
+is for checking that graph, not for speed.
 """
-import logging
-from typing import Any, Dict, Optional
+from typing import Dict
 
-from mindspore import nn
 from mindspore.common import dtype as mstype
 
-from .choice import KernelChoice, check_precision
+__all__ = ["AMP_DTYPES", "DEVICE_PRECISIONS", "check_device_precision", "CHECK_GRAPH_NOTE"]
 
-logger = logging.getLogger(__name__)
-
-__all__ = ["AMP_DTYPES", "AMP_LEVEL", "amp_settings", "apply_precision"]
-
-#: the level of ``mindspore.amp.auto_mixed_precision`` a low precision maps onto (its white list: Dense,
-#: MatMul, BatchMatMul, convolutions; LayerNorm and Softmax are not in it and stay float32)
-AMP_LEVEL = "O1"
 #: the MindSpore dtype of each low precision
 AMP_DTYPES = {"bf16": mstype.bfloat16, "fp16": mstype.float16}
+#: the precisions MindSpore's own ops run on each device (CPU: float16 kernels exist, for checking the
+#: accelerator graph; MindSpore 2.10's GPU kernels have no bfloat16 matrix products)
+DEVICE_PRECISIONS: Dict[str, tuple] = {"CPU": ("fp32", "fp16"), "GPU": ("fp32", "fp16"),
+                                       "Ascend": ("fp32", "bf16", "fp16")}
+#: what the log says when the GPU/Ascend float16 graph runs on CPU
+CHECK_GRAPH_NOTE = ("MindSpore's own float16 ops on CPU: this checks the GPU/Ascend graph and is slow "
+                    "(for speed on CPU use the fused kernels in fp32 or bf16)")
 
 
-def amp_settings(precision: str, device_target: str) -> Optional[Dict[str, Any]]:
-    """The ``auto_mixed_precision`` keyword arguments for ``precision`` on ``device_target``, or ``None``
-    where MindSpore's mixed precision is not used (fp32 anywhere; CPU, where the fused kernels compute)."""
-    check_precision(precision)
-    if precision == "fp32" or device_target == "CPU":
-        return None
-    return {"amp_level": AMP_LEVEL, "dtype": AMP_DTYPES[precision]}
-
-
-def apply_precision(net: nn.Cell, kernels: KernelChoice) -> nn.Cell:
-    """``net`` in ``kernels.model_precision``: unchanged on CPU and in fp32, else through MindSpore's amp."""
-    settings = amp_settings(kernels.model_precision, kernels.device_target)
-    if settings is None:
-        return net
-    from mindspore.amp import auto_mixed_precision
-
-    logger.info("precision %s on %s: mindspore.amp.auto_mixed_precision(%s)", kernels.model_precision,
-                kernels.device_target, settings)
-    converted = auto_mixed_precision(net, **settings)
-    converted.kernels = kernels
-    return converted
+def check_device_precision(precision: str, device_target: str) -> str:
+    """``precision`` if MindSpore's own ops run it on ``device_target``, else a ``ValueError`` saying why."""
+    allowed = DEVICE_PRECISIONS.get(device_target)
+    if allowed is None or precision in allowed:
+        return precision
+    if device_target == "GPU" and precision == "bf16":
+        raise ValueError("precision bf16 on GPU: MindSpore 2.10's GPU kernels have no bfloat16 matrix products; "
+                         "use precision fp16 (mixed precision, float16 products) or fp32")
+    raise ValueError(f"precision {precision} is not supported by MindSpore's own ops on {device_target}; "
+                     f"use one of {', '.join(allowed)}")

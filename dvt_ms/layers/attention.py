@@ -7,6 +7,7 @@ from mindspore.common import dtype as mstype
 from ..kernels import STOCK, KernelChoice, UsesKernels
 from ..kernels import ops as fused_ops
 from .linear import Linear
+from .products import low_precision_product
 
 
 class Attention(UsesKernels, nn.Cell):
@@ -52,11 +53,12 @@ class Attention(UsesKernels, nn.Cell):
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).transpose(2, 0, 3, 1, 4)
         q, k, v = self.unstack(qkv)
-        logits = self.scores(q * self.scale, k)
+        low = self.product_dtype
+        logits = low_precision_product(self.scores, q * self.scale, k, low)
         if relation_bias is not None:
             logits = logits + relation_bias
         probs = ops.softmax(logits, axis=-1)
-        out = self.weighted_sum(probs, v).transpose(0, 2, 1, 3).reshape(b, n, c)
+        out = low_precision_product(self.weighted_sum, probs, v, low).transpose(0, 2, 1, 3).reshape(b, n, c)
         return self._project(out, residual), logits, probs
 
     def _project(self, heads: Tensor, residual: Optional[Tensor]) -> Tensor:

@@ -1,8 +1,9 @@
 """Fully connected layer that runs on the fused CPU kernels when they are active."""
-from mindspore import Tensor, nn
+from mindspore import Tensor, nn, ops
 
 from ..kernels import STOCK, KernelChoice, UsesKernels
 from ..kernels import ops as fused_ops
+from .products import low_precision_product
 
 
 class Linear(UsesKernels, nn.Dense):
@@ -12,7 +13,9 @@ class Linear(UsesKernels, nn.Dense):
     or bf16) and the bias
     gradient is one column sum (:mod:`dvt_ms.kernels`); ``fused_project`` (no bias) lets
     :class:`~dvt_ms.layers.mlp.Mlp` fuse the bias into the GELU, and :meth:`add_to` adds the layer to a
-    residual inside the product.
+    residual inside the product. On MindSpore's ops the product runs in the model's precision
+    (:func:`~dvt_ms.layers.products.low_precision_product`), through ``nn.Dense``'s ``MatMul`` primitive, which
+    ``mindspore.amp`` O1 casts as well.
     """
 
     def __init__(self, in_features: int, out_features: int, has_bias: bool = True,
@@ -26,7 +29,16 @@ class Linear(UsesKernels, nn.Dense):
 
     def construct(self, x: Tensor) -> Tensor:
         if not self.fused:
-            return super().construct(x)
+            shape = x.shape  # the parameters follow the input's dtype (float16 under mindspore.amp O2/O3)
+            weight = ops.cast(self.weight, x.dtype)
+            low = self.product_dtype
+            if low is None:  # a call of the primitive itself, which mindspore.amp O1's rewrite casts
+                y = self.matmul(x.reshape(-1, shape[-1]), weight)
+            else:
+                y = low_precision_product(self.matmul, x.reshape(-1, shape[-1]), weight, low)
+            if self.has_bias:
+                y = self.bias_add(y, ops.cast(self.bias, y.dtype))
+            return y.reshape(shape[:-1] + (self.out_channels,))
         if self.has_bias:
             return self.fused_linear(x, self.weight, self.bias)
         return self.fused_project(x, self.weight)

@@ -8,6 +8,7 @@ from ..kernels import ops as fused_ops
 from .activation import GELU
 from .mlp import Mlp
 from .norm import LayerNorm
+from .products import low_precision_product
 from .resample import token_resample_matrix
 
 
@@ -36,7 +37,9 @@ class FeatureReuse(UsesKernels, nn.Cell):
         compressed = self.mlp(self.norm(tokens) if self.apply_norm else tokens)
         if self.fused:
             return self.fused_resample(compressed, self.resample, self.no_bias)
-        return ops.matmul(self.resample, compressed)
+        # the constant follows the tokens' dtype (float16 under mindspore.amp O2/O3)
+        return low_precision_product(ops.matmul, ops.cast(self.resample, compressed.dtype), compressed,
+                                     self.product_dtype)
 
 
 class ChannelMix(UsesKernels, nn.Cell):
@@ -53,7 +56,8 @@ class ChannelMix(UsesKernels, nn.Cell):
     def construct(self, x: Tensor) -> Tensor:
         if self.fused:
             return self.fused_mix(x, self.weight, self.bias)
-        return ops.matmul(self.weight, x) + self.bias.reshape(-1, 1)
+        mixed = low_precision_product(ops.matmul, ops.cast(self.weight, x.dtype), x, self.product_dtype)
+        return mixed + ops.cast(self.bias, mixed.dtype).reshape(-1, 1)
 
 
 class RelationReuse(UsesKernels, nn.Cell):
@@ -91,7 +95,8 @@ class RelationReuse(UsesKernels, nn.Cell):
         # A @ R @ A.T as two plain 2-D products (a batched product would copy A once per map):
         # (R.T @ A.T) is (A @ R).T, transposed back, then (A @ R) @ A.T.
         dst = self.resample_t.shape[1]
+        low, resample_t = self.product_dtype, ops.cast(self.resample_t, mixed.dtype)
         maps = mixed.reshape(b * self.out_channels, n, n).transpose(0, 2, 1).reshape(-1, n)
-        rows = ops.matmul(maps, self.resample_t).reshape(-1, n, dst).transpose(0, 2, 1)
-        both = ops.matmul(rows.reshape(-1, n), self.resample_t)
+        rows = low_precision_product(ops.matmul, maps, resample_t, low).reshape(-1, n, dst).transpose(0, 2, 1)
+        both = low_precision_product(ops.matmul, rows.reshape(-1, n), resample_t, low)
         return both.reshape(b, self.out_channels, dst, dst)

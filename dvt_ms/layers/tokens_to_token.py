@@ -24,7 +24,13 @@ def orthogonal_random_features(num_features: int, dim: int, seed: int = 0) -> np
 
 
 class TokenPerformer(nn.Cell):
-    """Single-head Performer layer with positive random features; ``v`` is the skip connection."""
+    """Single-head Performer layer with positive random features; ``v`` is the skip connection.
+
+    The random-feature attention (exp features, their products, the normalizer) runs in the dtype of its
+    input: float32 with a model's own low precision, which casts only the dense layers (``kqv``, ``proj``,
+    ``mlp``), as for softmax; float16 under ``mindspore.amp`` O2/O3, where features of large tokens (e^-30)
+    fall below float16's range.
+    """
 
     def __init__(self, dim: int, emb: int, kernel_ratio: float = 0.5, norm_eps: float = 1e-5,
                  stabilizer: float = 1e-8, kernels: KernelChoice = STOCK):
@@ -44,7 +50,7 @@ class TokenPerformer(nn.Cell):
 
     def _positive_features(self, x: Tensor) -> Tensor:
         half_sq_norm = (x * x).sum(axis=-1, keepdims=True) / 2
-        projected = ops.matmul(x, self.random_features.T)
+        projected = ops.matmul(x, ops.cast(self.random_features, x.dtype).T)
         return ops.exp(projected - half_sq_norm) * self.feature_scale
 
     def construct(self, x: Tensor) -> Tensor:

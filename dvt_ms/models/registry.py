@@ -110,16 +110,15 @@ def build_model(spec: CascadeSpec, cascade: bool = True, cpu_kernels: Union[None
     """Build ``spec``: a :class:`DynamicVisionTransformer`, or with ``cascade=False`` a plain
     :class:`VisionTransformer` (one stage). ``cpu_kernels`` is a mode or a :class:`KernelChoice`,
     ``precision`` one of :data:`~dvt_ms.kernels.PRECISIONS` (default fp32)."""
-    from ..kernels.precision import apply_precision
     from .dvt import DynamicVisionTransformer
     from .vision_transformer import VisionTransformer
 
     kernels = kernel_choice(cpu_kernels, precision)
     if cascade:
-        return apply_precision(DynamicVisionTransformer(spec, kernels), kernels)
+        return DynamicVisionTransformer(spec, kernels)
     if spec.num_exits != 1:
         raise ValueError(f"a plain VisionTransformer has one stage, the spec has {spec.num_exits}")
-    return apply_precision(VisionTransformer(spec, 0, kernels), kernels)
+    return VisionTransformer(spec, 0, kernels)
 
 
 def create_model(name: Union[str, CascadeSpec], *, cpu_kernels: Union[None, str, KernelChoice] = None,

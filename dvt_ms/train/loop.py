@@ -46,11 +46,13 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..config import COMMON, TRAIN, Config, ConfigError, Option, Schema, plot_suffix, resolve_config, save_config
+from ..layers.token_reorganization import kept_token_count
+from ..utils.gears import keep_count_gears, uses_gears
 from .distributed import DistributedContext, init_distributed
 from .interrupt import StopSignals, TrainingInterrupted
 from .precision import resolve_training_precision
@@ -156,20 +158,19 @@ class Trainer:
 
         config = self.config
         self.device = configure_device(config.device_target, config.ms_mode, config.cpu_kernels)
-        if self.device != config.device_target:
-            logger.warning("training on %s instead of the requested %s", self.device, config.device_target)
         if self.dist is None:
             self.dist = init_distributed(config.distributed)
         dist = self.dist
         ms.set_seed(config.seed)  # identical initial weights on every rank
 
-        self.precision = resolve_training_precision(config.precision, config.amp_level, self.device)
+        self.precision = resolve_training_precision(config.precision, config.amp_level, self.device, config.cpu_kernels)
         overrides = train_model_overrides(config)
         self.net = create_model(config.model, cpu_kernels=config.cpu_kernels,
                                 precision=self.precision.model_precision, **overrides)
         log_model(config.model, overrides, self.net)
         if self.net.kernels.model_precision != self.precision.model_precision:  # cpu_kernels auto fell back
-            self.precision = resolve_training_precision(self.net.kernels.model_precision, "O0", self.device)
+            self.precision = resolve_training_precision(self.net.kernels.model_precision, "O0", self.device,
+                                                        config.cpu_kernels)
         logger.info("training precision: %s", self.precision.describe())
         self.num_classes = model_num_classes(self.net)
         self.image_size = model_image_size(self.net)
@@ -248,6 +249,7 @@ class Trainer:
         """EViT: target keep rate and token count for the keep-rate schedule."""
         config = self.config
         self.keep_target: Optional[float] = None
+        self.keep_gears: Optional[Tuple[int, ...]] = None
         if self.family != "evit" or not config.keep_rate_schedule:
             return
         rates = sorted({float(r) for r in self.net.keep_rate if r < 1})
@@ -259,6 +261,11 @@ class Trainer:
                               f"{rates}; set keep_rate_schedule: false to train with the per-layer rates")
         self.keep_target = rates[0]
         self.num_image_tokens = int(self.net.grid_size) ** 2
+        if uses_gears(self.device):
+            self.keep_gears = keep_count_gears(kept_token_count(self.keep_target, self.num_image_tokens),
+                                               self.num_image_tokens)
+            logger.info("%s compile budget: the EViT keep rates snap to %d first-block token counts %s "
+                        "(keep_rate_token_step is not used)", self.device, len(self.keep_gears), list(self.keep_gears))
         logger.info("EViT keep rate: 1 until epoch %d, cosine down to %g at epoch %d (token step %d)",
                     config.shrink_start_epoch, self.keep_target, config.shrink_start_epoch + config.shrink_epochs,
                     config.keep_rate_token_step)
@@ -273,7 +280,7 @@ class Trainer:
         rate = keep_rate_at_step(global_step, self.steps_per_epoch, self.keep_target,
                                  start_epoch=config.shrink_start_epoch,
                                  end_epoch=config.shrink_start_epoch + config.shrink_epochs)
-        return quantize_keep_rate(rate, self.num_image_tokens, config.keep_rate_token_step)
+        return quantize_keep_rate(rate, self.num_image_tokens, config.keep_rate_token_step, self.keep_gears)
 
     def _setup_step(self) -> None:
         from .ema import ModelEMA
@@ -282,8 +289,8 @@ class Trainer:
 
         config = self.config
         precision = self.precision
-        loss_scale = {"auto": None, "dynamic": "dynamic", "static": config.loss_scale_value,
-                      "none": 1.0}[config.loss_scale]
+        loss_scale = {"auto": "dynamic" if precision.loss_scaling else None, "dynamic": "dynamic",
+                      "static": config.loss_scale_value, "none": 1.0}[config.loss_scale]
         self.ema = ModelEMA(self.net, config.model_ema_decay) if config.model_ema else None
         self.loss_fn = MultiExitLoss(weights=config.exit_weights, label_smoothing=config.label_smoothing)
         self.step = TrainStep(self.net, self.loss_fn, self.optimizer, ema=self.ema, clip_grad_norm=config.clip_grad,
@@ -473,7 +480,9 @@ class Trainer:
         data = create_eval_dataset(self.val_info.root, config.batch_size, self.data_config,
                                    num_shards=dist.num_shards, shard_id=dist.shard_id,
                                    num_parallel_workers=config.num_parallel_workers, info=self.val_info)
-        counts = evaluate_shard(self.net, data, config.batch_size, self.num_exits)
+        # the network as the step runs it: under amp O2/O3 (which casts self.net to float16 in place) the
+        # wrapper's outputs are float32
+        counts = evaluate_shard(self.step.net, data, config.batch_size, self.num_exits)
         self.net.set_train(True)
         total = dist.all_reduce_sum(counts, exact_ints=True)
         if total[0] == 0:
@@ -618,6 +627,8 @@ class Trainer:
             if signum and epoch < self.total_epochs:
                 raise self._interrupted(signum, epoch, None)
         val = self.validate() if last is None else last.val
+        logger.info("graphs compiled: %d training step graph(s) (one per distinct EViT keep rate), 1 validation "
+                    "graph", self.step.graphs_compiled)
         existing = self.output_dir / WEIGHTS_NAME
         if last is None and existing.is_file():  # nothing trained: the file is left as it is
             weights = existing if dist.is_main else None

@@ -22,7 +22,7 @@ Keep rate (:func:`evit_keep_rate`): 1 until ``start_epoch``, then a cosine from 
 Each distinct keep rate is a new graph to compile, see :func:`quantize_keep_rate`.
 """
 import math
-from typing import List, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -148,7 +148,8 @@ def keep_token_counts(rate: float, num_image_tokens: int, num_pruning_blocks: in
     return tuple(counts)
 
 
-def quantize_keep_rate(rate: float, num_image_tokens: int, token_step: int = 1) -> float:
+def quantize_keep_rate(rate: float, num_image_tokens: int, token_step: int = 1,
+                       gears: Optional[Sequence[int]] = None) -> float:
     """Snap ``rate`` to a canonical value so that only a few distinct keep rates (graphs) occur.
 
     The keep rate given at call time is a compile-time constant (it sets ``topk``'s ``k`` and the token
@@ -163,14 +164,18 @@ def quantize_keep_rate(rate: float, num_image_tokens: int, token_step: int = 1) 
     So there is one rate, and one graph, per first-block token count. EViT's schedule for DeiT-S
     (``N = 196``, target 0.7) passes through 59 counts (196 down to 138) with ``token_step=1``, 16 with
     ``token_step=4``; the representative differs from the scheduled rate by less than
-    ``token_step / N``.
+    ``token_step / N``. With ``gears`` (first-block token counts, :func:`dvt_ms.utils.gears.keep_count_gears`:
+    the GPU/Ascend compile budget), ``k`` is rounded up to the nearest gear instead.
     """
     _check_int("num_image_tokens", num_image_tokens, 1)
     _check_int("token_step", token_step, 1)
     if not 0 < rate <= 1:
         raise ValueError(f"keep rate must be in (0, 1], got {rate}")
     keep = kept_token_count(rate, num_image_tokens)
-    keep = num_image_tokens - ((num_image_tokens - keep) // token_step) * token_step
+    if gears:
+        keep = min((g for g in gears if g >= keep), default=num_image_tokens)
+    else:
+        keep = num_image_tokens - ((num_image_tokens - keep) // token_step) * token_step
     if keep >= num_image_tokens:
         return 1.0
     return (keep - 0.5) / num_image_tokens

@@ -20,10 +20,10 @@ lowered, and training goes on; without a dynamic scaler they are fatal as well.
 
 Mixed precision: ``amp_level`` O0 (float32, default), O1, O2 or O3 through
 ``ms.amp.auto_mixed_precision`` (which changes ``net`` in place) in ``amp_dtype`` (float16 or bfloat16),
-with a dynamic loss scaler by default for float16 only. On CPU MindSpore's amp is refused (its CPU
-kernels run float16 slower than float32 and have no bfloat16): bf16 training on CPU is a model built with
-``precision="bf16"``, whose fused kernels compute the products in bfloat16, stepped at O0
-(:mod:`dvt_ms.train.precision`).
+with a dynamic loss scaler by default for float16 only. A model that carries its precision (the fused
+CPU kernels' bf16, or level O1 with MindSpore's ops: ``create_model(..., precision=...)``) is stepped at O0.
+On CPU MindSpore's amp is refused for a model on the fused kernels; a model built with ``cpu_kernels="off"``
+takes it in float16 (the GPU/Ascend graph, for checking; :mod:`dvt_ms.train.precision`).
 """
 import logging
 from dataclasses import dataclass
@@ -132,16 +132,19 @@ def build_grad_sync(parameters, parallel_mode: Optional[str] = None) -> Optional
 
 def prepare_amp(net: nn.Cell, amp_level: str = "O0", device_target: Optional[str] = None,
                 amp_dtype: str = "fp16") -> nn.Cell:
-    """Apply ``amp_level`` in ``amp_dtype`` to ``net`` in place (O0: nothing); refused on CPU."""
+    """Apply ``amp_level`` in ``amp_dtype`` to ``net`` in place (O0: nothing); on CPU only float16, to a
+    model on MindSpore's own ops (``cpu_kernels="off"``)."""
     if amp_level not in AMP_LEVELS:
         raise ValueError(f"amp_level must be one of {', '.join(AMP_LEVELS)}, got {amp_level!r}")
     if amp_level == "O0":
         return net
     device = device_target or ms.get_context("device_target")
-    if device == "CPU":
-        raise ValueError(f"amp_level {amp_level!r} is not supported on CPU: MindSpore's CPU kernels run "
-                         "float16 slower than float32 and do not support bfloat16; use amp_level 'O0' (for bf16 "
-                         "on CPU, build the model with precision='bf16')")
+    kernels = getattr(net, "kernels", None)
+    if device == "CPU" and (kernels is None or kernels.available or amp_dtype != "fp16"):
+        raise ValueError(f"amp_level {amp_level!r} is not supported on CPU for a model on the fused kernels or in "
+                         "bfloat16: use amp_level 'O0' (for bf16 on CPU, build the model with precision='bf16'); "
+                         "float16 amp on CPU needs a model built with cpu_kernels='off' (it checks the GPU/Ascend "
+                         "graph, slowly)")
     if amp_dtype not in AMP_DTYPES:
         raise ValueError(f"amp_dtype must be one of {', '.join(AMP_DTYPES)}, got {amp_dtype!r}")
     return ms.amp.auto_mixed_precision(net, amp_level, dtype=AMP_DTYPES[amp_dtype])
@@ -271,6 +274,11 @@ class TrainStep:
         return train_step
 
     @property
+    def graphs_compiled(self) -> int:
+        """Training graphs compiled so far: one per distinct keep rate the step was called with."""
+        return len(self._keep_rates)
+
+    @property
     def global_step(self) -> int:
         """The optimizer's step counter: steps taken so far, and the lr schedule position."""
         return int(self.optimizer.global_step.asnumpy().reshape(-1)[0])
@@ -291,11 +299,11 @@ class TrainStep:
             keep_rate = float(keep_rate)
             if not 0 < keep_rate <= 1:
                 raise ValueError(f"keep_rate must be in (0, 1], got {keep_rate}")
-            if keep_rate not in self._keep_rates:
-                self._keep_rates.add(keep_rate)
-                if len(self._keep_rates) == KEEP_RATE_GRAPH_WARNING:
-                    logger.warning("%d distinct keep rates so far, one compiled graph each; quantize them "
-                                   "with dvt_ms.train.schedule.quantize_keep_rate", len(self._keep_rates))
+        if keep_rate not in self._keep_rates:
+            self._keep_rates.add(keep_rate)
+            if len(self._keep_rates) == KEEP_RATE_GRAPH_WARNING:
+                logger.warning("%d distinct keep rates so far, one compiled graph each; quantize them "
+                               "with dvt_ms.train.schedule.quantize_keep_rate", len(self._keep_rates))
         step = self.global_step
         self._check_schedule(step)
         self.net.set_train(True)
