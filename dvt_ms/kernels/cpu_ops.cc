@@ -256,9 +256,17 @@ inline float Dot(const float *x, const float *y, int64_t n) {
   return total;
 }
 
+// With kLanes independent maxima, like Sum: one running maximum is a chain of dependent compares.
 inline float Max(const float *x, int64_t n) {
+  float lanes[kLanes];
+  for (int j = 0; j < kLanes; ++j) lanes[j] = x[0];
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) lanes[j] = x[i + j] > lanes[j] ? x[i + j] : lanes[j];
+  }
   float best = x[0];
-  for (int64_t i = 1; i < n; ++i) best = x[i] > best ? x[i] : best;
+  for (int j = 0; j < kLanes; ++j) best = lanes[j] > best ? lanes[j] : best;
+  for (; i < n; ++i) best = x[i] > best ? x[i] : best;
   return best;
 }
 
