@@ -57,7 +57,8 @@ def import_timm_vision_transformer():
     if spec is None or spec.origin is None:
         return None
     if "timm" not in sys.modules:
-        constants = importlib.util.spec_from_file_location("timm.data", Path(spec.origin).parent / "data" / "constants.py")
+        constants_file = Path(spec.origin).parent / "data" / "constants.py"
+        constants = importlib.util.spec_from_file_location("timm.data", constants_file)
         module = importlib.util.module_from_spec(constants)
         constants.loader.exec_module(module)
         sys.modules["timm.data"] = module

@@ -456,7 +456,9 @@ int AsFloat32(int nparam, void **params, int *ndims, int64_t **shapes, const cha
   }
   const int status = body(local.data());
   for (int i = nparam - outputs; i < nparam && status == 0; ++i) {
-    if (IsBFloat16(dtypes[i])) bf16::Convert(buffers[i].data(), Size(ndims[i], shapes[i]), static_cast<uint16_t *>(params[i]));
+    if (IsBFloat16(dtypes[i])) {
+      bf16::Convert(buffers[i].data(), Size(ndims[i], shapes[i]), static_cast<uint16_t *>(params[i]));
+    }
   }
   return status;
 }
@@ -498,7 +500,6 @@ int AsFloat32(int nparam, void **params, int *ndims, int64_t **shapes, const cha
 #define IN(i) static_cast<const float *>(params[i])
 #define OUT(i) static_cast<float *>(params[i])
 
-// LayerNorm over the last axis. in: x [R, C], gamma [C], beta [C], eps [1]; out: y, mean [R], rstd [R]
 template <typename T>
 void LayerNormRows(const float *x, const float *gamma, const float *beta, float eps, T *y, float *mean, float *rstd,
                    int64_t begin, int64_t end, int64_t cols) {
@@ -515,6 +516,7 @@ void LayerNormRows(const float *x, const float *gamma, const float *beta, float 
   }
 }
 
+// LayerNorm over the last axis. in: x [R, C], gamma [C], beta [C], eps [1]; out: y, mean [R], rstd [R].
 // y in float32 or bfloat16; the statistics are float32.
 DVT_TYPED_KERNEL(LayerNormForward) {
   for (int i : {0, 1, 2, 3, 5, 6}) {
@@ -620,8 +622,7 @@ DVT_KERNEL(GeluBackward, 1) {
   return 0;
 }
 
-// Softmax over the last axis. in: x [R, C]; out: y [R, C]
-// y in float32 or bfloat16, from float32 x.
+// Softmax over the last axis. in: x [R, C]; out: y [R, C], float32 or bfloat16 (computed in float32)
 DVT_TYPED_KERNEL(SoftmaxForward) {
   const bool low = IsBFloat16(dtypes[1]);
   if (!IsFloat32(dtypes[0]) || !(low || IsFloat32(dtypes[1]))) return 1;
