@@ -131,6 +131,10 @@ def test_bf16_activations_and_epilogues(monkeypatch, backend):
     assert (y.dtype, mean.dtype, rstd.dtype) == (ms.bfloat16, ms.float32, ms.float32)
     normed = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-6) * w[0] + b[:40]
     assert _relative(_float(y), normed) < 1e-2
+    maps = rng.standard_normal((2, 40, 30)).astype(np.float32)  # DVT relation reuse: [B, channels, tokens]
+    mixed = fused_ops.channel_mix_gelu_op("bf16")(Tensor(maps), Tensor(w2.T.copy()), Tensor(bh))  # bias per row
+    assert mixed.dtype == ms.bfloat16
+    assert _relative(_float(mixed), _gelu(np.einsum("oi,bil->bol", w2.T, maps) + bh[:, None])) < 1e-2
     probs = fused_ops.softmax_op("bf16", narrow=True)(Tensor(pre))
     expected = np.exp(pre - pre.max(-1, keepdims=True))
     assert probs.dtype == ms.bfloat16
@@ -158,6 +162,37 @@ def test_bf16_gelu_epilogue_gradient():
     for got, expected in ((dx, dpre @ w), (dw, dpre.reshape(-1, 64).T @ x.reshape(-1, 32)), (db, dpre.sum((0, 1)))):
         assert got.dtype == ms.float32
         assert _relative(got.asnumpy(), expected) < 2e-2
+
+
+def test_bf16_evit_gradients_close_to_fp32():
+    """EViT ranks tokens by the attention probabilities, so its blocks keep them float32 in bf16 (MindSpore's CPU
+    ops cannot sum bfloat16 gradients); a bf16 training graph compiles and its gradients follow fp32's."""
+    from mindspore import nn
+
+    kwargs = dict(cpu_kernels="on", num_classes=10, embed_dim=48, depth=3, num_heads=3, mlp_ratio=2.0,
+                  keep_rate=0.7, drop_loc=[1], fuse_token=True, image_size=64)
+    fp32 = create_model("evit_deit_small", precision="fp32", **kwargs)
+    bf16 = create_model("evit_deit_small", precision="bf16", **kwargs)
+    copy_weights(fp32, bf16)
+    images = Tensor(np.random.default_rng(4).standard_normal((2, 3, 64, 64)).astype(np.float32))
+
+    class Loss(nn.Cell):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def construct(self, x):
+            return (self.net(x) ** 2).sum()
+
+    grads = []
+    for net in (fp32, bf16):
+        net.set_train(True)
+        grads.append(ms.grad(Loss(net), grad_position=None, weights=net.trainable_params())(images))
+    for a, b in zip(*grads):
+        assert b.dtype == ms.float32
+        scale = np.abs(a.asnumpy()).max()
+        if scale > 0:
+            assert np.abs(a.asnumpy() - b.asnumpy()).max() <= 0.1 * scale
 
 
 def test_amp_mapping():

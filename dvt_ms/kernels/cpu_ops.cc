@@ -884,7 +884,8 @@ DVT_PRODUCT_KERNEL(AttentionMixBackward, 2) {
 
 // y[b] = weight @ x[b] (+ bias per row): a 1x1 convolution over axis 1, or a fixed resampling matrix.
 // in: x [B, I, L], weight [O, I], bias [O]; out: y [B, O, L]
-DVT_PRODUCT_KERNEL(ChannelMixForward, 1) {
+DVT_KERNEL(ChannelMixForward, 1) {
+  const Precision precision = Precision::kFloat32;
   const float *x = IN(0), *weight = IN(1), *bias = IN(2);
   float *y = OUT(3);
   const int64_t batch = shapes[0][0], in = shapes[0][1], length = shapes[0][2], out = shapes[1][0];

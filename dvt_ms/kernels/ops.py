@@ -251,7 +251,7 @@ def attention_mix_op(precision: str = "fp32") -> ops.Custom:
 
 
 @lru_cache(maxsize=None)
-def channel_mix_op(constant: bool = False, precision: str = "fp32") -> ops.Custom:
+def channel_mix_op(constant: bool = False, precision: str = "fp32", narrow: bool = False) -> ops.Custom:
     """``(x [B, I, L], weight [O, I], bias [O]) -> weight @ x[b] + bias`` per batch element.
 
     ``constant``: ``weight`` and ``bias`` are constants (a resampling matrix), so their gradients are zero.
@@ -262,4 +262,24 @@ def channel_mix_op(constant: bool = False, precision: str = "fp32") -> ops.Custo
     def bprop(x, weight, bias, out, dout):
         return backward(dout, x, weight)
 
-    return _aot(_product("ChannelMixForward", precision), lambda x, w, b: [x[0], w[0], x[2]], _float32, bprop)
+    return _aot(_product("ChannelMixForwardNarrow" if narrow else "ChannelMixForward", precision),
+                lambda x, w, b: [x[0], w[0], x[2]], _activation(precision, narrow), bprop)
+
+
+@lru_cache(maxsize=None)
+def channel_mix_gelu_op(precision: str = "bf16") -> ops.Custom:
+    """``(x [B, I, L], weight [O, I], bias [O]) -> GELU(weight @ x[b] + bias)`` (exact GELU) with bias and GELU
+    in the product's epilogue; the result is a ``narrow`` activation. ``bf16`` only, like
+    :func:`linear_gelu_op`, whose gradient it computes the same way."""
+    if precision != "bf16":
+        raise ValueError(f"channel_mix_gelu_op is a bf16 kernel, not {precision!r}")
+    pre_activation = channel_mix_op(precision=precision)
+    gelu_backward = _aot("GeluBackward", lambda dy, x: x, lambda dy, x: x)
+    backward = _aot(_product("ChannelMixBackward", precision), lambda dy, x, w: (x, w, w[:1]),
+                    lambda dy, x, w: (x, w, w))
+
+    def bprop(x, weight, bias, out, dout):
+        return backward(gelu_backward(dout, pre_activation(x, weight, bias)), x, weight)
+
+    return _aot(_product("ChannelMixGeluForward", precision), lambda x, w, b: [x[0], w[0], x[2]],
+                _activation(precision, True), bprop)

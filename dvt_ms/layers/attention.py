@@ -18,11 +18,12 @@ class Attention(UsesKernels, nn.Cell):
     ``x`` may be a fused kernels' activation (:meth:`LayerNorm.narrow <dvt_ms.layers.norm.LayerNorm.narrow>`).
     On the fused kernels q, k, v, the probabilities and the heads' output travel in the activation dtype
     (bfloat16 in a bf16 model); the logits and the softmax's arithmetic are float32, and ``probs`` is returned
-    as float32.
+    as float32. ``float32_probs``: the caller reads ``probs`` (EViT ranks tokens by them), so they stay
+    float32 throughout (MindSpore's CPU ops cannot sum bfloat16 gradients).
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = False,
-                 qk_scale: Optional[float] = None, kernels: KernelChoice = STOCK):
+                 qk_scale: Optional[float] = None, kernels: KernelChoice = STOCK, float32_probs: bool = False):
         super().__init__()
         self.kernels = kernels
         if dim % num_heads:
@@ -36,13 +37,13 @@ class Attention(UsesKernels, nn.Cell):
         # not ops.matmul: its gradient adds explicit transposes of probs and v, BatchMatMul's uses flags
         self.weighted_sum = ops.BatchMatMul()
         self.unstack = ops.Unstack(axis=0)
-        self.narrow_probs = kernels.available and kernels.kernel_precision != "fp32"
+        self.narrow_probs = kernels.available and kernels.kernel_precision != "fp32" and not float32_probs
         if kernels.available:
             self.fused_to_heads = fused_ops.qkv_to_heads_op(num_heads)
             self.fused_scale = Tensor([self.scale], mstype.float32)
             self.fused_scores = fused_ops.attention_scores_op(kernels.kernel_precision)
             self.fused_scores_bias = fused_ops.attention_scores_op(kernels.kernel_precision, bias=True)
-            self.fused_softmax = fused_ops.softmax_op(kernels.kernel_precision, narrow=True)
+            self.fused_softmax = fused_ops.softmax_op(kernels.kernel_precision, narrow=self.narrow_probs)
             self.fused_mix = fused_ops.attention_mix_op(kernels.kernel_precision)
             self.fused_to_tokens = fused_ops.heads_to_tokens_op()
 
@@ -56,7 +57,7 @@ class Attention(UsesKernels, nn.Cell):
                 logits = self.fused_scores_bias(q, k, relation_bias)
             probs = self.fused_softmax(logits)
             out = self._project(self.fused_to_tokens(self.fused_mix(probs, v)), residual)
-            if self.narrow_probs:  # for EViT's ranking; dropped from graphs that do not read it
+            if self.narrow_probs:  # dropped from the graphs that do not read it
                 probs = ops.cast(probs, mstype.float32)
             return out, logits, probs
         b, n, c = x.shape

@@ -36,7 +36,8 @@ class Block(nn.Cell):
         if (feature_reuse is None) != (feature_reuse_dim == 0):
             raise ValueError("feature_reuse and feature_reuse_dim must be given together")
         self.norm1 = LayerNorm((dim,), epsilon=norm_eps, kernels=kernels)
-        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale, kernels=kernels)
+        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale, kernels=kernels,
+                              float32_probs=keep_rate < 1)
         self.drop_path = DropPath(drop_path)
         mlp_in = dim + feature_reuse_dim
         self.norm2 = LayerNorm((mlp_in,), epsilon=norm_eps, kernels=kernels)
