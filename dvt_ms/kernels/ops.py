@@ -59,8 +59,9 @@ def _activation(precision: str, narrow: bool):
 
 
 def _aot(name: str, out_shape, out_dtype, bprop=None) -> ops.Custom:
-    """The kernel ``name`` as an op. MindSpore keys an op's inference and gradient by its function name, so
-    every variant with another output dtype or other inputs has a name of its own (cpu_ops_activations.inc)."""
+    """The kernel ``name`` as an op. MindSpore keys an op's shape inference (in PyNative also its dtype) by its
+    function name, so every variant with another output dtype or other inputs has a name of its own
+    (cpu_ops_activations.inc)."""
     def checked(*dtypes):
         if any(_element_type(dtype) not in _INPUT_DTYPES for dtype in dtypes):
             raise TypeError(f"the fused CPU kernel {name} takes float32 or bfloat16 inputs, got "
