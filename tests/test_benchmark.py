@@ -8,7 +8,7 @@ import pytest
 
 from dvt_ms.benchmarks import early_exit, environment, inference, ratios, train
 from dvt_ms.benchmarks.timing import Measurement, framework_label
-from dvt_ms.benchmarks.torch_baselines import build_torch_model, torch_label
+from dvt_ms.benchmarks.torch_baselines import build_torch_model, import_timm_vision_transformer, timm_label, torch_label
 
 from .script_loader import script_env
 
@@ -34,6 +34,7 @@ def test_ratio_row_takes_medians_rounds_and_best_calls():
 
 def test_targets_of_the_issue():
     assert ratios.target_of("inference", "bf16_ms_over_torch", 8) == 1.2
+    assert ratios.target_of("inference", "bf16_ms_over_timm", 8) == 1.2
     assert ratios.target_of("inference", "bf16_cascade_over_torch_cascade", 8) == 1.5
     assert ratios.target_of("inference", "bf16_cascade_over_torch_cascade", 1) is None  # other batch: no target
     assert ratios.target_of("inference", "cascade_over_torch_cascade", 8) is None
@@ -61,6 +62,23 @@ def test_inference_ratios_pair_the_official_cascade_in_its_precision():
     assert [(r["key"], r["batch"]) for r in out] == [("bf16_cascade_over_torch_cascade", 8)]
     assert out[0]["ratio"] == pytest.approx(3.0) and out[0]["target"] == 1.5 and out[0]["met"] is True
     assert "official torch cascade" in out[0]["label"]
+
+
+def test_inference_ratios_compare_with_timms_own_deit():
+    rows = [_timed("deit_small", "mindspore bf16", 8, [1.0], "bf16"),
+            _timed("deit_small", timm_label("bf16"), 8, [1.1], "bf16"),
+            _timed("deit_small", torch_label("bf16"), 8, [1.3], "bf16")]
+    out = {r["key"]: r for r in inference.inference_ratios(rows, [8])}
+    assert set(out) == {"bf16_ms_over_torch", "bf16_ms_over_timm"}
+    assert out["bf16_ms_over_timm"]["ratio"] == pytest.approx(1.1) and out["bf16_ms_over_timm"]["met"] is False
+    assert out["bf16_ms_over_torch"]["ratio"] == pytest.approx(1.3) and out["bf16_ms_over_torch"]["met"] is True
+    assert timm_label("bf16") == "timm bf16-autocast"
+
+
+def test_timm_is_optional():
+    """Without timm the helper says so (None); with it, its VisionTransformer is importable without torchvision."""
+    module = import_timm_vision_transformer()
+    assert module is None or hasattr(module, "VisionTransformer")
 
 
 def test_train_ratios_in_bf16_compare_with_autocast():

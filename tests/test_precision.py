@@ -89,6 +89,111 @@ def test_bf16_gemm_backends_agree(monkeypatch):
         assert 0 < error < 1e-2, (backend, error)
 
 
+def _relative(out, reference) -> float:
+    return float(np.abs(out - reference).max() / np.abs(reference).max())
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    from math import erf
+
+    return x * 0.5 * (1.0 + np.vectorize(erf)(x / np.sqrt(2.0)))
+
+
+def _float(t: Tensor) -> np.ndarray:
+    return t.astype(ms.float32).asnumpy()
+
+
+@pytest.mark.parametrize("backend", ["matmul", "gemm"])
+def test_bf16_activations_and_epilogues(monkeypatch, backend):
+    """The bf16 ops that hand bfloat16 activations from kernel to kernel give bfloat16 where asked, and bias,
+    GELU and residual applied inside the products (epilogues) agree with float32 numpy, on both oneDNN paths."""
+    from dvt_ms.kernels import ops as fused_ops
+
+    monkeypatch.setenv("DVT_MS_BF16_GEMM", backend)
+    rng = np.random.default_rng(2)
+    x, w, b = (rng.standard_normal(shape).astype(np.float32) for shape in ((2, 37, 40), (48, 40), (48,)))
+    wh, bh = rng.standard_normal((64, 48)).astype(np.float32), rng.standard_normal(64).astype(np.float32)
+    w2, b2, residual = (rng.standard_normal(shape).astype(np.float32) for shape in ((40, 64), (40,), (2, 37, 40)))
+    pre = x @ w.T + b
+    narrow = fused_ops.linear_op("bf16", narrow=True)(Tensor(x), Tensor(w), Tensor(b))
+    assert narrow.dtype == ms.bfloat16
+    assert 0 < _relative(_float(narrow), pre) < 1e-2
+    hidden = fused_ops.linear_gelu_op("bf16")(narrow, Tensor(wh), Tensor(bh))
+    assert hidden.dtype == ms.bfloat16
+    hidden_reference = _gelu(_float(narrow) @ wh.T + bh)
+    assert _relative(_float(hidden), hidden_reference) < 1e-2
+    out = fused_ops.linear_residual_op("bf16")(hidden, Tensor(w2), Tensor(b2), Tensor(residual))
+    assert out.dtype == ms.float32
+    assert _relative(out.asnumpy(), _float(hidden) @ w2.T + b2 + residual) < 1e-2
+    y, mean, rstd = fused_ops.layer_norm_op("bf16", narrow=True)(Tensor(x), Tensor(w[0]), Tensor(b[:40]),
+                                                                 Tensor(np.array([1e-6], np.float32)))
+    assert (y.dtype, mean.dtype, rstd.dtype) == (ms.bfloat16, ms.float32, ms.float32)
+    normed = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-6) * w[0] + b[:40]
+    assert _relative(_float(y), normed) < 1e-2
+    maps = rng.standard_normal((2, 40, 30)).astype(np.float32)  # DVT relation reuse: [B, channels, tokens]
+    mixed = fused_ops.channel_mix_gelu_op("bf16")(Tensor(maps), Tensor(w2.T.copy()), Tensor(bh))  # bias per row
+    assert mixed.dtype == ms.bfloat16
+    assert _relative(_float(mixed), _gelu(np.einsum("oi,bil->bol", w2.T, maps) + bh[:, None])) < 1e-2
+    probs = fused_ops.softmax_op("bf16", narrow=True)(Tensor(pre))
+    expected = np.exp(pre - pre.max(-1, keepdims=True))
+    assert probs.dtype == ms.bfloat16
+    assert _relative(_float(probs), expected / expected.sum(-1, keepdims=True)) < 1e-2
+
+
+def test_bf16_gelu_epilogue_gradient():
+    """The fc1 + bias + GELU product's gradient (recomputing the pre-activation) against numpy."""
+    from mindspore import nn, ops
+
+    from dvt_ms.kernels import ops as fused_ops
+
+    rng = np.random.default_rng(3)
+    x, w, b, g = (rng.standard_normal(shape).astype(np.float32) for shape in ((2, 9, 32), (64, 32), (64,), (2, 9, 64)))
+    op = fused_ops.linear_gelu_op("bf16")
+
+    class Loss(nn.Cell):
+        def construct(self, x, w, b):
+            return (ops.cast(op(ops.cast(x, ms.bfloat16), w, b), ms.float32) * Tensor(g)).sum()
+
+    dx, dw, db = ms.grad(Loss(), grad_position=(0, 1, 2))(Tensor(x), Tensor(w), Tensor(b))
+    pre = x @ w.T + b
+    dpre = g * (0.5 * (1.0 + np.vectorize(__import__("math").erf)(pre / np.sqrt(2.0)))
+                + pre * np.exp(-0.5 * pre ** 2) / np.sqrt(2.0 * np.pi))
+    for got, expected in ((dx, dpre @ w), (dw, dpre.reshape(-1, 64).T @ x.reshape(-1, 32)), (db, dpre.sum((0, 1)))):
+        assert got.dtype == ms.float32
+        assert _relative(got.asnumpy(), expected) < 2e-2
+
+
+def test_bf16_evit_gradients_close_to_fp32():
+    """EViT ranks tokens by the attention probabilities, so its blocks keep them float32 in bf16 (MindSpore's CPU
+    ops cannot sum bfloat16 gradients); a bf16 training graph compiles and its gradients follow fp32's."""
+    from mindspore import nn
+
+    kwargs = dict(cpu_kernels="on", num_classes=10, embed_dim=48, depth=3, num_heads=3, mlp_ratio=2.0,
+                  keep_rate=0.7, drop_loc=[1], fuse_token=True, image_size=64)
+    fp32 = create_model("evit_deit_small", precision="fp32", **kwargs)
+    bf16 = create_model("evit_deit_small", precision="bf16", **kwargs)
+    copy_weights(fp32, bf16)
+    images = Tensor(np.random.default_rng(4).standard_normal((2, 3, 64, 64)).astype(np.float32))
+
+    class Loss(nn.Cell):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def construct(self, x):
+            return (self.net(x) ** 2).sum()
+
+    grads = []
+    for net in (fp32, bf16):
+        net.set_train(True)
+        grads.append(ms.grad(Loss(net), grad_position=None, weights=net.trainable_params())(images))
+    for a, b in zip(*grads):
+        assert b.dtype == ms.float32
+        scale = np.abs(a.asnumpy()).max()
+        if scale > 0:
+            assert np.abs(a.asnumpy() - b.asnumpy()).max() <= 0.1 * scale
+
+
 def test_accelerator_precisions():
     """With MindSpore's ops the model carries its precision into the products; bf16 on GPU is refused."""
     choice_gpu = KernelChoice.resolve("auto", "GPU", precision="fp16")

@@ -18,7 +18,7 @@ from .environment import STOCK, gemm_measurements, gemm_peaks, header, import_to
 from .mindspore_rows import macs_of, mindspore_measurements
 from .ratios import Pair, print_ratio_table, ratio_rows
 from .timing import Measurement, run_interleaved, run_lines
-from .torch_baselines import TORCH_DEIT, TORCH_DVT, torch_label
+from .torch_baselines import TORCH_DEIT, TORCH_DVT, timm_label, torch_label
 
 logger = logging.getLogger("benchmark")
 
@@ -34,13 +34,27 @@ INFERENCE_PAIRS = (
     Pair("cascade_over_torch_cascade", "dvt_deit_small MS / official torch cascade", ("dvt_deit_small", "mindspore"),
          (TORCH_DVT, _TORCH)),
     Pair("fused_over_stock", FUSED_LABEL, ("deit_small", "mindspore"), ("deit_small", STOCK)),
+    Pair("ms_over_timm", "deit_small MS / timm", ("deit_small", "mindspore"), (TORCH_DEIT, timm_label("fp32"))),
     Pair("bf16_ms_over_torch", "deit_small MS bf16 / torch bf16 autocast", ("deit_small", "mindspore bf16"),
          (TORCH_DEIT, _AUTOCAST)),
+    Pair("bf16_ms_over_timm", "deit_small MS bf16 / timm bf16 autocast", ("deit_small", "mindspore bf16"),
+         (TORCH_DEIT, timm_label("bf16"))),
     Pair("bf16_dvt_over_deit", "dvt_deit_small / deit_small (MS bf16)", ("dvt_deit_small", "mindspore bf16"),
          ("deit_small", "mindspore bf16")),
     Pair("bf16_cascade_over_torch_cascade", "dvt_deit_small MS bf16 / official torch cascade bf16 autocast",
          ("dvt_deit_small", "mindspore bf16"), (TORCH_DVT, _AUTOCAST)),
 )
+
+
+def _timm_note() -> str:
+    from .torch_baselines import import_timm_vision_transformer
+
+    module = import_timm_vision_transformer()
+    if module is None:
+        return "; timm not installed"
+    import timm
+
+    return f"; timm {timm.__version__}'s VisionTransformer (DeiT-S sizes)"
 
 
 def inference_ratios(models: Sequence[Measurement], batch_sizes: Sequence[int]) -> List[dict]:
@@ -97,7 +111,7 @@ def inference_suite(args: argparse.Namespace, device: str) -> int:
     env = header("inference", device, args)
     env["torch"] = ("not used" if torch is None else
                     f"{torch.__version__}, threads = {torch.get_num_threads()}, eager, inference_mode; DeiT-S and "
-                    "the official DVT cascade (dvt_ms.reference.torch_models)"
+                    "the official DVT cascade (dvt_ms.reference.torch_models)" + _timm_note()
                     + (", bf16 rows under torch.autocast" if args.precision == "bf16" else ""))
     env.update(run_lines(args, loads, "call"))
     rows = inference_ratios(models, args.batch_sizes)

@@ -13,6 +13,7 @@ TARGETS: Dict[str, Dict[str, Union[float, Tuple[int, float]]]] = {
         "ms_over_torch": (8, 1.3),
         "dvt_over_deit": (8, 0.5),
         "bf16_ms_over_torch": (8, 1.2),
+        "bf16_ms_over_timm": (8, 1.2),
         "bf16_cascade_over_torch_cascade": (8, 1.5),
     },
     "train": {

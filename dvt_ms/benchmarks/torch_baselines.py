@@ -1,20 +1,27 @@
-"""The PyTorch rows: DeiT-S and the official DVT cascade from :mod:`dvt_ms.reference.torch_models`.
+"""The PyTorch rows: DeiT-S and the official DVT cascade from :mod:`dvt_ms.reference.torch_models`, and
+timm's own DeiT-S where timm is installed.
 
-Both are the plain ``torch.nn`` re-implementations of the official code (timm's DeiT; the DVT cascade on
-DeiT-S stages with feature and relation reuse), with the sizes of the registered MindSpore models. They
-compute attention explicitly (``q @ k^T``, softmax, ``@ v``) like the official code and the MindSpore
-models, not with a fused attention kernel. Inference runs eagerly in eval mode under
-``torch.inference_mode()``, bf16 rows under ``torch.autocast("cpu", dtype=torch.bfloat16)``; the cascade
-computes all three exits (the full cascade). torch is imported by the caller (``import_torch``).
+The ``torch`` rows are the plain ``torch.nn`` re-implementations of the official code (timm's DeiT; the DVT
+cascade on DeiT-S stages with feature and relation reuse), with the sizes of the registered MindSpore models.
+The ``timm`` rows are ``timm.models.vision_transformer.VisionTransformer`` itself with the same sizes (the
+benchmark extra pins ``timm==0.4.12``; see :func:`import_timm_vision_transformer`). All compute attention
+explicitly (``q @ k^T``, softmax, ``@ v``) like the official code and the MindSpore models, not with a fused
+attention kernel. Inference runs eagerly in eval mode under ``torch.inference_mode()``, bf16 rows under
+``torch.autocast("cpu", dtype=torch.bfloat16)``; the cascade computes all three exits (the full cascade).
+torch is imported by the caller (``import_torch``).
 """
+import importlib.util
 import logging
-from typing import Callable, Dict, List
+import sys
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
 
 from .timing import Measurement, framework_label
 
 logger = logging.getLogger("benchmark")
 
-__all__ = ["TORCH_DEIT", "TORCH_DVT", "AUTOCAST", "torch_label", "build_torch_model", "torch_inference_measurements",
+__all__ = ["TORCH_DEIT", "TORCH_DVT", "AUTOCAST", "TIMM", "torch_label", "timm_label", "build_torch_model",
+           "build_timm_deit", "import_timm_vision_transformer", "torch_inference_measurements",
            "torch_train_measurement"]
 
 #: the registered models the torch rows re-implement
@@ -24,9 +31,57 @@ AUTOCAST = "bf16-autocast"
 _SIZES = ("embed_dim", "depth", "num_heads", "mlp_ratio", "num_classes")
 
 
+#: the framework column of the rows of timm's own DeiT-S
+TIMM = "timm"
+
+
 def torch_label(precision: str) -> str:
     """``torch`` in fp32, ``torch bf16-autocast`` in bf16."""
     return framework_label("torch", AUTOCAST if precision == "bf16" else precision)
+
+
+def timm_label(precision: str) -> str:
+    """``timm`` in fp32, ``timm bf16-autocast`` in bf16."""
+    return framework_label(TIMM, AUTOCAST if precision == "bf16" else precision)
+
+
+def import_timm_vision_transformer():
+    """timm's ``vision_transformer`` module, or ``None`` where timm is not installed.
+
+    ``import timm`` imports ``timm.data``, whose transforms import torchvision, and the PyPI torchvision wheels
+    do not load beside a CPU build of torch (their ``_C`` links the CUDA libraries). The models themselves read
+    only the normalization constants from ``timm.data``, so ``timm.data`` is bound to ``timm/data/constants.py``
+    before timm is imported; this happens in the benchmark process only, never in the library.
+    """
+    spec = importlib.util.find_spec("timm")
+    if spec is None or spec.origin is None:
+        return None
+    if "timm" not in sys.modules:
+        constants_file = Path(spec.origin).parent / "data" / "constants.py"
+        constants = importlib.util.spec_from_file_location("timm.data", constants_file)
+        module = importlib.util.module_from_spec(constants)
+        constants.loader.exec_module(module)
+        sys.modules["timm.data"] = module
+    from timm.models import vision_transformer
+
+    return vision_transformer
+
+
+def build_timm_deit(image_size: int, seed: int = 0) -> Optional[object]:
+    """timm's own DeiT-S (``VisionTransformer`` with the registered ``deit_small``'s sizes), random weights, eval
+    mode; ``None`` where timm is not installed."""
+    import torch
+
+    from dvt_ms.models import model_defaults
+
+    vision_transformer = import_timm_vision_transformer()
+    if vision_transformer is None:
+        return None
+    defaults = model_defaults(TORCH_DEIT)
+    torch.manual_seed(seed)
+    net = vision_transformer.VisionTransformer(img_size=image_size, patch_size=16, qkv_bias=True,
+                                               **{k: defaults[k] for k in _SIZES})
+    return net.eval()
 
 
 def build_torch_model(name: str, image_size: int, seed: int = 0):
@@ -68,23 +123,31 @@ def _inference_run(torch, net, x, precision: str) -> Callable[[], None]:
 
 def torch_inference_measurements(torch, names: List[str], image_size: int, images: Dict[int, object],
                                  macs: Dict[str, float], precision: str) -> List[Measurement]:
-    """fp32 rows of each of ``names`` at each batch of ``images``, plus bf16-autocast rows in bf16.
+    """fp32 rows of each of ``names`` at each batch of ``images``, plus bf16-autocast rows in bf16; the same
+    for timm's own DeiT-S where timm is installed.
 
     ``macs`` are the MACs per image of the MindSpore model of each name (the same architecture). The
     cascade is skipped, with a warning, at an image size it cannot run.
     """
     precisions = ["fp32"] + (["bf16"] if precision == "bf16" else [])
-    out = []
+    nets = []
     for name in names:
         try:
-            net = build_torch_model(name, image_size)
+            nets.append((name, torch_label, build_torch_model(name, image_size)))
         except ValueError as exc:
             logger.warning("no torch %s row: %s", name, exc)
-            continue
+    if TORCH_DEIT in names:
+        timm_net = build_timm_deit(image_size)
+        if timm_net is None:
+            logger.warning("timm is not installed (pip install --no-deps timm==0.4.12); no timm DeiT-S rows")
+        else:
+            nets.append((TORCH_DEIT, timm_label, timm_net))
+    out = []
+    for name, label, net in nets:
         for batch, array in images.items():
             x = torch.from_numpy(array)
             for p in precisions:
-                out.append(Measurement(name, torch_label(p), batch, _inference_run(torch, net, x, p),
+                out.append(Measurement(name, label(p), batch, _inference_run(torch, net, x, p),
                                        macs_per_image=macs[name], precision=p))
     return out
 

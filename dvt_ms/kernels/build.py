@@ -20,7 +20,7 @@ __all__ = ["CPU_KERNEL_MODES", "KernelBuildError", "library_key", "library_path"
 CPU_KERNEL_MODES = ("auto", "on", "off")
 SOURCE = Path(__file__).with_name("cpu_ops.cc")
 #: files that SOURCE includes: part of the cache key
-INCLUDES = (Path(__file__).with_name("cpu_ops_bf16.inc"),)
+INCLUDES = tuple(Path(__file__).with_name(name) for name in ("cpu_ops_bf16.inc", "cpu_ops_activations.inc"))
 FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=c++14", "-pthread")
 ONEDNN = "libdnnl.so.3"
 

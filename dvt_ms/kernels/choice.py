@@ -8,12 +8,15 @@ it was compiled with.
 
 The choice also holds the model's ``precision`` (``fp32``, ``bf16``, ``fp16``). On CPU, ``bf16`` runs the
 fused kernels' matrix products (dense layers, attention scores and mix, DVT reuse products) on bfloat16
-operands with float32 accumulation; LayerNorm, softmax, GELU, the exit confidences and everything outside
-the products stay float32. It needs the fused kernels and a CPU with bfloat16 dot products (AVX512-BF16 or
-AMX): without them ``cpu_kernels: auto`` falls back to fp32 with a warning and ``on`` is an error. ``fp16``
-with the fused kernels is refused; with ``cpu_kernels: off`` it runs MindSpore's own float16 ops, the graph
-GPU and Ascend run (for checking; slow). With MindSpore's ops the layers cast the operands of their products
-to :attr:`KernelChoice.product_dtype` (:mod:`dvt_ms.kernels.precision`).
+operands with float32 accumulation, and the activations that go from one fused kernel straight into a
+product travel in bfloat16 (LayerNorm outputs, q/k/v, attention probabilities and output, the MLP's hidden
+layer; :mod:`dvt_ms.kernels.ops`), since the product would round them anyway. LayerNorm and softmax
+arithmetic and statistics, the attention logits (which DVT reuses), the residual stream, the exit logits and
+confidences and everything outside the fused blocks stay float32. It needs the fused kernels and a CPU with
+bfloat16 dot products (AVX512-BF16 or AMX): without them ``cpu_kernels: auto`` falls back to fp32 with a
+warning and ``on`` is an error. ``fp16`` with the fused kernels is refused; with ``cpu_kernels: off`` it runs
+MindSpore's own float16 ops, the graph GPU and Ascend run (for checking; slow). With MindSpore's ops the
+layers cast the operands of their products to :attr:`KernelChoice.product_dtype` (:mod:`dvt_ms.kernels.precision`).
 """
 import contextlib
 import logging

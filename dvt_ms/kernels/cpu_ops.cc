@@ -65,6 +65,8 @@ int dnnl_primitive_attr_destroy(void *attr);
 int dnnl_post_ops_create(void **post_ops);
 int dnnl_post_ops_destroy(void *post_ops);
 int dnnl_post_ops_append_sum(void *post_ops, float scale, int32_t zero_point, int data_type);
+int dnnl_post_ops_append_eltwise(void *post_ops, int alg_kind, float alpha, float beta);
+int dnnl_post_ops_append_binary(void *post_ops, int alg_kind, const void *src1_desc);
 int dnnl_primitive_attr_set_post_ops(void *attr, const void *post_ops);
 int dnnl_matmul_primitive_desc_create(void **desc, void *engine, const void *src, const void *weights,
                                       const void *bias, const void *dst, const void *attr);
@@ -216,7 +218,8 @@ bool Gemm(Precision precision, char transa, char transb, int64_t m, int64_t n, i
   dnnl::threadpool_interop::threadpool_iface *pool = &parallel;
   if (m * n * k < kMinMacsPerThread) pool = &serial;
   if (precision == Precision::kBFloat16) {
-    return bf16::Product(transa, transb, 1, m, n, k, a, lda, b, ldb, c, ldc, accumulate, pool == &parallel);
+    return bf16::Product(transa, transb, 1, m, n, k, {a, false}, lda, {b, false}, ldb, c, ldc, accumulate,
+                         pool == &parallel);
   }
   return dnnl_threadpool_interop_sgemm(transa, transb, m, n, k, 1.0f, a, lda, b, ldb, accumulate ? 1.0f : 0.0f, c,
                                        ldc, pool) == 0;
@@ -253,9 +256,17 @@ inline float Dot(const float *x, const float *y, int64_t n) {
   return total;
 }
 
+// With kLanes independent maxima, like Sum: one running maximum is a chain of dependent compares.
 inline float Max(const float *x, int64_t n) {
+  float lanes[kLanes];
+  for (int j = 0; j < kLanes; ++j) lanes[j] = x[0];
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) lanes[j] = x[i + j] > lanes[j] ? x[i + j] : lanes[j];
+  }
   float best = x[0];
-  for (int64_t i = 1; i < n; ++i) best = x[i] > best ? x[i] : best;
+  for (int j = 0; j < kLanes; ++j) best = lanes[j] > best ? lanes[j] : best;
+  for (; i < n; ++i) best = x[i] > best ? x[i] : best;
   return best;
 }
 
@@ -325,34 +336,50 @@ void SoftmaxRows(const float *__restrict x, float *__restrict y, int64_t rows, i
   }
 }
 
+// Elements of float32 or bfloat16 tensors as float32 values.
+inline float Load(const float *x) { return *x; }
+inline float Load(const uint16_t *x) { return bf16::Widen(*x); }
+inline void Store(float *y, float value) { *y = value; }
+inline void Store(uint16_t *y, float value) { *y = bf16::Round(value); }
+
 // Token-major [B, N, P * H * D] <-> P head-major [B, H, N, D] tensors (P = 3 for q, k, v), part 0 scaled.
-void TokensToHeadsRows(const float *tokens, float *const *heads, int parts, float scale, int64_t begin,
-                       int64_t end, int64_t n_heads, int64_t n_tokens, int64_t head_dim) {
+template <typename T>
+void TokensToHeadsRows(const T *tokens, T *const *heads, int parts, float scale, int64_t begin, int64_t end,
+                       int64_t n_heads, int64_t n_tokens, int64_t head_dim) {
   const int64_t width = n_heads * head_dim;
   for (int64_t row = begin; row < end; ++row) {
     const int64_t b = row / n_tokens, n = row % n_tokens;
-    const float *src = tokens + row * parts * width;
+    const T *src = tokens + row * parts * width;
     for (int part = 0; part < parts; ++part) {
       const float factor = part == 0 ? scale : 1.0f;
       for (int64_t h = 0; h < n_heads; ++h, src += head_dim) {
-        float *dst = heads[part] + ((b * n_heads + h) * n_tokens + n) * head_dim;
-        for (int64_t d = 0; d < head_dim; ++d) dst[d] = src[d] * factor;
+        T *dst = heads[part] + ((b * n_heads + h) * n_tokens + n) * head_dim;
+        if (factor == 1.0f) {
+          std::memcpy(dst, src, head_dim * sizeof(T));
+        } else {
+          for (int64_t d = 0; d < head_dim; ++d) Store(dst + d, Load(src + d) * factor);
+        }
       }
     }
   }
 }
 
-void HeadsToTokensRows(const float *const *heads, float *tokens, int parts, float scale, int64_t begin,
-                       int64_t end, int64_t n_heads, int64_t n_tokens, int64_t head_dim) {
+template <typename T>
+void HeadsToTokensRows(const T *const *heads, T *tokens, int parts, float scale, int64_t begin, int64_t end,
+                       int64_t n_heads, int64_t n_tokens, int64_t head_dim) {
   const int64_t width = n_heads * head_dim;
   for (int64_t row = begin; row < end; ++row) {
     const int64_t b = row / n_tokens, n = row % n_tokens;
-    float *dst = tokens + row * parts * width;
+    T *dst = tokens + row * parts * width;
     for (int part = 0; part < parts; ++part) {
       const float factor = part == 0 ? scale : 1.0f;
       for (int64_t h = 0; h < n_heads; ++h, dst += head_dim) {
-        const float *src = heads[part] + ((b * n_heads + h) * n_tokens + n) * head_dim;
-        for (int64_t d = 0; d < head_dim; ++d) dst[d] = src[d] * factor;
+        const T *src = heads[part] + ((b * n_heads + h) * n_tokens + n) * head_dim;
+        if (factor == 1.0f) {
+          std::memcpy(dst, src, head_dim * sizeof(T));
+        } else {
+          for (int64_t d = 0; d < head_dim; ++d) Store(dst + d, Load(src + d) * factor);
+        }
       }
     }
   }
@@ -392,58 +419,120 @@ void ColumnSums(const float *x, int64_t rows, int64_t cols, float *out) {
   }
 }
 
-// Every parameter must be float32; any other dtype returns an error status to MindSpore instead of
-// reading the bytes as floats.
-bool AllFloat32(int nparam, const char **dtypes) {
+bool IsFloat32(const char *dtype) { return std::strcmp(dtype, "float32") == 0; }
+bool IsBFloat16(const char *dtype) { return std::strcmp(dtype, "bfloat16") == 0; }
+
+int64_t Size(int ndim, const int64_t *shape) {
+  int64_t size = 1;
+  for (int i = 0; i < ndim; ++i) size *= shape[i];
+  return size;
+}
+
+bool SameShape(const int *ndims, int64_t **shapes, int i, int j) {
+  return ndims[i] == ndims[j] && std::equal(shapes[i], shapes[i] + ndims[i], shapes[j]);
+}
+
+// Runs body(params) of a float32 kernel whose last `outputs` params are its outputs on params that may also be
+// bfloat16: those inputs are widened into per-thread float32 buffers, those outputs computed there and rounded
+// back. Any other dtype returns an error status to MindSpore instead of reading the bytes as floats.
+template <typename Body>
+int AsFloat32(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, int outputs, Body body) {
+  bool all_float32 = true;
   for (int i = 0; i < nparam; ++i) {
-    if (std::strcmp(dtypes[i], "float32") != 0) return false;
+    if (IsFloat32(dtypes[i])) continue;
+    if (!IsBFloat16(dtypes[i])) return 1;
+    all_float32 = false;
   }
-  return true;
+  if (all_float32) return body(params);
+  thread_local std::vector<std::vector<float>> buffers;
+  if (static_cast<int>(buffers.size()) < nparam) buffers.resize(nparam);
+  std::vector<void *> local(params, params + nparam);
+  for (int i = 0; i < nparam; ++i) {
+    if (IsFloat32(dtypes[i])) continue;
+    const int64_t n = Size(ndims[i], shapes[i]);
+    if (static_cast<int64_t>(buffers[i].size()) < n) buffers[i].resize(n);
+    local[i] = buffers[i].data();
+    if (i < nparam - outputs) bf16::Widen(static_cast<const uint16_t *>(params[i]), n, buffers[i].data());
+  }
+  const int status = body(local.data());
+  for (int i = nparam - outputs; i < nparam && status == 0; ++i) {
+    if (IsBFloat16(dtypes[i])) {
+      bf16::Convert(buffers[i].data(), Size(ndims[i], shapes[i]), static_cast<uint16_t *>(params[i]));
+    }
+  }
+  return status;
 }
 
 }  // namespace
 
-#define DVT_KERNEL(name)                                                                                    \
+// A float32 kernel with `outputs` outputs (the last params), run through AsFloat32.
+#define DVT_KERNEL(name, outputs)                                                                           \
   static int name##Body(int nparam, void **params, int *ndims, int64_t **shapes);                          \
   extern "C" int name(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,         \
                       void *stream, void *extra) {                                                         \
-    return AllFloat32(nparam, dtypes) ? name##Body(nparam, params, ndims, shapes) : 1;                     \
+    return AsFloat32(nparam, params, ndims, shapes, dtypes, outputs,                                       \
+                     [&](void **p) { return name##Body(nparam, p, ndims, shapes); });                      \
   }                                                                                                        \
   static int name##Body(int nparam, void **params, int *ndims, int64_t **shapes)
 
 // A matrix-product kernel with its precision as a parameter: exported as `name` (float32) and `name##Bf16`.
-#define DVT_PRODUCT_KERNEL(name)                                                                           \
+#define DVT_PRODUCT_KERNEL(name, outputs)                                                                  \
   static int name##Body(int nparam, void **params, int *ndims, int64_t **shapes, Precision precision);     \
   extern "C" int name(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,         \
                       void *stream, void *extra) {                                                         \
-    return AllFloat32(nparam, dtypes) ? name##Body(nparam, params, ndims, shapes, Precision::kFloat32) : 1; \
+    return AsFloat32(nparam, params, ndims, shapes, dtypes, outputs, [&](void **p) {                       \
+      return name##Body(nparam, p, ndims, shapes, Precision::kFloat32);                                    \
+    });                                                                                                    \
   }                                                                                                        \
   extern "C" int name##Bf16(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,   \
                             void *stream, void *extra) {                                                   \
-    return AllFloat32(nparam, dtypes) ? name##Body(nparam, params, ndims, shapes, Precision::kBFloat16) : 1; \
+    return AsFloat32(nparam, params, ndims, shapes, dtypes, outputs, [&](void **p) {                       \
+      return name##Body(nparam, p, ndims, shapes, Precision::kBFloat16);                                   \
+    });                                                                                                    \
   }                                                                                                        \
   static int name##Body(int nparam, void **params, int *ndims, int64_t **shapes, Precision precision)
+
+// A kernel that reads the params' dtypes itself (float32 or bfloat16 activations).
+#define DVT_TYPED_KERNEL(name)                                                                              \
+  extern "C" int name(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,         \
+                      void *stream, void *extra)
 
 #define IN(i) static_cast<const float *>(params[i])
 #define OUT(i) static_cast<float *>(params[i])
 
-// LayerNorm over the last axis. in: x [R, C], gamma [C], beta [C], eps [1]; out: y, mean [R], rstd [R]
-DVT_KERNEL(LayerNormForward) {
+template <typename T>
+void LayerNormRows(const float *x, const float *gamma, const float *beta, float eps, T *y, float *mean, float *rstd,
+                   int64_t begin, int64_t end, int64_t cols) {
+  std::vector<float> centered(cols);
+  for (int64_t r = begin; r < end; ++r) {
+    const float *xr = x + r * cols;
+    T *yr = y + r * cols;
+    const float mu = Sum(xr, cols) / cols;
+    for (int64_t c = 0; c < cols; ++c) centered[c] = xr[c] - mu;
+    const float inv = 1.0f / std::sqrt(Dot(centered.data(), centered.data(), cols) / cols + eps);
+    for (int64_t c = 0; c < cols; ++c) Store(yr + c, centered[c] * inv * gamma[c] + beta[c]);
+    mean[r] = mu;
+    rstd[r] = inv;
+  }
+}
+
+// LayerNorm over the last axis. in: x [R, C], gamma [C], beta [C], eps [1]; out: y, mean [R], rstd [R].
+// y in float32 or bfloat16; the statistics are float32.
+DVT_TYPED_KERNEL(LayerNormForward) {
+  for (int i : {0, 1, 2, 3, 5, 6}) {
+    if (!IsFloat32(dtypes[i])) return 1;
+  }
   const float *x = IN(0), *gamma = IN(1), *beta = IN(2);
   const float eps = *IN(3);
-  float *y = OUT(4), *mean = OUT(5), *rstd = OUT(6);
+  float *mean = OUT(5), *rstd = OUT(6);
   const int64_t cols = shapes[0][ndims[0] - 1], rows = Rows(ndims[0], shapes[0]);
+  const bool low = IsBFloat16(dtypes[4]);
+  if (!low && !IsFloat32(dtypes[4])) return 1;
   ParallelRows(rows, Chunks(rows, cols), [&](int, int64_t begin, int64_t end) {
-    std::vector<float> centered(cols);
-    for (int64_t r = begin; r < end; ++r) {
-      const float *xr = x + r * cols;
-      float *yr = y + r * cols;
-      const float mu = Sum(xr, cols) / cols;
-      for (int64_t c = 0; c < cols; ++c) centered[c] = xr[c] - mu;
-      const float inv = 1.0f / std::sqrt(Dot(centered.data(), centered.data(), cols) / cols + eps);
-      for (int64_t c = 0; c < cols; ++c) yr[c] = centered[c] * inv * gamma[c] + beta[c];
-      mean[r] = mu;
-      rstd[r] = inv;
+    if (low) {
+      LayerNormRows(x, gamma, beta, eps, static_cast<uint16_t *>(params[4]), mean, rstd, begin, end, cols);
+    } else {
+      LayerNormRows(x, gamma, beta, eps, OUT(4), mean, rstd, begin, end, cols);
     }
   });
   return 0;
@@ -451,7 +540,7 @@ DVT_KERNEL(LayerNormForward) {
 
 // Gradient of LayerNormForward.
 // in: dy [R, C], x [R, C], gamma [C], mean [R], rstd [R]; out: dx [R, C], dgamma [C], dbeta [C]
-DVT_KERNEL(LayerNormBackward) {
+DVT_KERNEL(LayerNormBackward, 3) {
   const float *dy = IN(0), *x = IN(1), *gamma = IN(2), *mean = IN(3), *rstd = IN(4);
   float *dx = OUT(5), *dgamma = OUT(6), *dbeta = OUT(7);
   const int64_t cols = shapes[0][ndims[0] - 1], rows = Rows(ndims[0], shapes[0]);
@@ -489,7 +578,7 @@ DVT_KERNEL(LayerNormBackward) {
 }
 
 // y = GELU(x + bias), exact GELU. in: x [R, C], bias [C]; out: y [R, C]
-DVT_KERNEL(BiasGeluForward) {
+DVT_KERNEL(BiasGeluForward, 1) {
   const float *x = IN(0), *bias = IN(1);
   float *y = OUT(2);
   const int64_t cols = shapes[0][ndims[0] - 1], rows = Rows(ndims[0], shapes[0]);
@@ -500,7 +589,7 @@ DVT_KERNEL(BiasGeluForward) {
 }
 
 // Gradient of BiasGeluForward. in: dy [R, C], x [R, C], bias [C]; out: dx [R, C], dbias [C]
-DVT_KERNEL(BiasGeluBackward) {
+DVT_KERNEL(BiasGeluBackward, 2) {
   const float *dy = IN(0), *x = IN(1), *bias = IN(2);
   float *dx = OUT(3), *dbias = OUT(4);
   const int64_t cols = shapes[0][ndims[0] - 1], rows = Rows(ndims[0], shapes[0]);
@@ -512,7 +601,7 @@ DVT_KERNEL(BiasGeluBackward) {
 }
 
 // Exact GELU, element-wise. in: x; out: y
-DVT_KERNEL(GeluForward) {
+DVT_KERNEL(GeluForward, 1) {
   const float *x = IN(0);
   float *y = OUT(1);
   const int64_t cols = shapes[0][ndims[0] - 1], rows = Rows(ndims[0], shapes[0]);
@@ -523,7 +612,7 @@ DVT_KERNEL(GeluForward) {
 }
 
 // Gradient of GeluForward. in: dy, x; out: dx
-DVT_KERNEL(GeluBackward) {
+DVT_KERNEL(GeluBackward, 1) {
   const float *dy = IN(0), *x = IN(1);
   float *dx = OUT(2);
   const int64_t cols = shapes[0][ndims[0] - 1], rows = Rows(ndims[0], shapes[0]);
@@ -533,19 +622,29 @@ DVT_KERNEL(GeluBackward) {
   return 0;
 }
 
-// Softmax over the last axis. in: x [R, C]; out: y [R, C]
-DVT_KERNEL(SoftmaxForward) {
+// Softmax over the last axis. in: x [R, C]; out: y [R, C], float32 or bfloat16 (computed in float32)
+DVT_TYPED_KERNEL(SoftmaxForward) {
+  const bool low = IsBFloat16(dtypes[1]);
+  if (!IsFloat32(dtypes[0]) || !(low || IsFloat32(dtypes[1]))) return 1;
   const float *x = IN(0);
-  float *y = OUT(1);
   const int64_t cols = shapes[0][ndims[0] - 1], rows = Rows(ndims[0], shapes[0]);
   ParallelRows(rows, Chunks(rows, cols), [&](int, int64_t begin, int64_t end) {
-    SoftmaxRows(x + begin * cols, y + begin * cols, end - begin, cols);
+    if (!low) {
+      SoftmaxRows(x + begin * cols, OUT(1) + begin * cols, end - begin, cols);
+      return;
+    }
+    std::vector<float> row(cols);
+    uint16_t *y = static_cast<uint16_t *>(params[1]);
+    for (int64_t r = begin; r < end; ++r) {
+      SoftmaxRows(x + r * cols, row.data(), 1, cols);
+      for (int64_t c = 0; c < cols; ++c) y[r * cols + c] = bf16::Round(row[c]);
+    }
   });
   return 0;
 }
 
 // Gradient of SoftmaxForward from its output. in: dy [R, C], y [R, C]; out: dx [R, C]
-DVT_KERNEL(SoftmaxBackward) {
+DVT_KERNEL(SoftmaxBackward, 1) {
   const float *dy = IN(0), *y = IN(1);
   float *dx = OUT(2);
   const int64_t cols = shapes[0][ndims[0] - 1], rows = Rows(ndims[0], shapes[0]);
@@ -561,7 +660,7 @@ DVT_KERNEL(SoftmaxBackward) {
 }
 
 // How many elements of all inputs are NaN or +-Inf. in: any number of tensors; out: count [1]
-DVT_KERNEL(NonFiniteCount) {
+DVT_KERNEL(NonFiniteCount, 1) {
   const int inputs = nparam - 1;
   std::vector<int64_t> sizes(inputs), offsets(inputs + 1, 0);
   for (int t = 0; t < inputs; ++t) {
@@ -585,48 +684,83 @@ DVT_KERNEL(NonFiniteCount) {
   return 0;
 }
 
+// The head layouts move float32 or bfloat16 elements: every tensor param (not the scale) has the first's dtype.
+bool SameDtype(const char **dtypes, std::initializer_list<int> indices) {
+  const char *first = dtypes[*indices.begin()];
+  if (!IsFloat32(first) && !IsBFloat16(first)) return false;
+  for (int i : indices) {
+    if (std::strcmp(dtypes[i], first) != 0) return false;
+  }
+  return true;
+}
+
+template <typename T>
+void ToHeads(void **params, int in, int out, int parts, float scale, const HeadShape &hs) {
+  T *heads[3];
+  for (int p = 0; p < parts; ++p) heads[p] = static_cast<T *>(params[out + p]);
+  const int64_t rows = hs.batch * hs.tokens;
+  ParallelRows(rows, Chunks(rows, parts * hs.heads * hs.dim), [&](int, int64_t begin, int64_t end) {
+    TokensToHeadsRows(static_cast<const T *>(params[in]), heads, parts, scale, begin, end, hs.heads, hs.tokens,
+                      hs.dim);
+  });
+}
+
+template <typename T>
+void ToTokens(void **params, int in, int out, int parts, float scale, const HeadShape &hs) {
+  const T *heads[3];
+  for (int p = 0; p < parts; ++p) heads[p] = static_cast<const T *>(params[in + p]);
+  const int64_t rows = hs.batch * hs.tokens;
+  ParallelRows(rows, Chunks(rows, parts * hs.heads * hs.dim), [&](int, int64_t begin, int64_t end) {
+    HeadsToTokensRows(heads, static_cast<T *>(params[out]), parts, scale, begin, end, hs.heads, hs.tokens, hs.dim);
+  });
+}
+
 // q, k, v heads from the qkv projection. in: qkv [B, N, 3 * H * D], scale [1];
 // out: q * scale, k, v, each [B, H, N, D]
-DVT_KERNEL(QkvToHeads) {
+DVT_TYPED_KERNEL(QkvToHeads) {
+  if (!SameDtype(dtypes, {0, 2, 3, 4}) || !IsFloat32(dtypes[1])) return 1;
   const HeadShape hs(shapes[2]);
-  float *heads[3] = {OUT(2), OUT(3), OUT(4)};
-  const int64_t rows = hs.batch * hs.tokens;
-  ParallelRows(rows, Chunks(rows, 3 * hs.heads * hs.dim), [&](int, int64_t begin, int64_t end) {
-    TokensToHeadsRows(IN(0), heads, 3, *IN(1), begin, end, hs.heads, hs.tokens, hs.dim);
-  });
+  if (IsBFloat16(dtypes[0])) {
+    ToHeads<uint16_t>(params, 0, 2, 3, *IN(1), hs);
+  } else {
+    ToHeads<float>(params, 0, 2, 3, *IN(1), hs);
+  }
   return 0;
 }
 
 // Gradient of QkvToHeads. in: dq, dk, dv [B, H, N, D], scale [1]; out: dqkv [B, N, 3 * H * D]
-DVT_KERNEL(HeadsToQkv) {
+DVT_TYPED_KERNEL(HeadsToQkv) {
+  if (!SameDtype(dtypes, {0, 1, 2, 4}) || !IsFloat32(dtypes[3])) return 1;
   const HeadShape hs(shapes[0]);
-  const float *heads[3] = {IN(0), IN(1), IN(2)};
-  const int64_t rows = hs.batch * hs.tokens;
-  ParallelRows(rows, Chunks(rows, 3 * hs.heads * hs.dim), [&](int, int64_t begin, int64_t end) {
-    HeadsToTokensRows(heads, OUT(4), 3, *IN(3), begin, end, hs.heads, hs.tokens, hs.dim);
-  });
+  if (IsBFloat16(dtypes[0])) {
+    ToTokens<uint16_t>(params, 0, 4, 3, *IN(3), hs);
+  } else {
+    ToTokens<float>(params, 0, 4, 3, *IN(3), hs);
+  }
   return 0;
 }
 
 // Attention output back to tokens. in: x [B, H, N, D]; out: [B, N, H * D]
-DVT_KERNEL(HeadsToTokens) {
+DVT_TYPED_KERNEL(HeadsToTokens) {
+  if (!SameDtype(dtypes, {0, 1})) return 1;
   const HeadShape hs(shapes[0]);
-  const float *heads[1] = {IN(0)};
-  const int64_t rows = hs.batch * hs.tokens;
-  ParallelRows(rows, Chunks(rows, hs.heads * hs.dim), [&](int, int64_t begin, int64_t end) {
-    HeadsToTokensRows(heads, OUT(1), 1, 1.0f, begin, end, hs.heads, hs.tokens, hs.dim);
-  });
+  if (IsBFloat16(dtypes[0])) {
+    ToTokens<uint16_t>(params, 0, 1, 1, 1.0f, hs);
+  } else {
+    ToTokens<float>(params, 0, 1, 1, 1.0f, hs);
+  }
   return 0;
 }
 
 // Gradient of HeadsToTokens. in: dy [B, N, H * D], x [B, H, N, D] (for its shape); out: dx [B, H, N, D]
-DVT_KERNEL(TokensToHeads) {
+DVT_TYPED_KERNEL(TokensToHeads) {
+  if (!SameDtype(dtypes, {0, 2})) return 1;
   const HeadShape hs(shapes[1]);
-  float *heads[1] = {OUT(2)};
-  const int64_t rows = hs.batch * hs.tokens;
-  ParallelRows(rows, Chunks(rows, hs.heads * hs.dim), [&](int, int64_t begin, int64_t end) {
-    TokensToHeadsRows(IN(0), heads, 1, 1.0f, begin, end, hs.heads, hs.tokens, hs.dim);
-  });
+  if (IsBFloat16(dtypes[0])) {
+    ToHeads<uint16_t>(params, 0, 2, 1, 1.0f, hs);
+  } else {
+    ToHeads<float>(params, 0, 2, 1, 1.0f, hs);
+  }
   return 0;
 }
 
@@ -661,12 +795,13 @@ static int DenseBackward(void **params, int *ndims, int64_t **shapes, Precision 
   return 0;
 }
 
-DVT_PRODUCT_KERNEL(LinearForward) { return DenseForward(params, ndims, shapes, true, precision); }
+DVT_KERNEL(LinearForward, 1) { return DenseForward(params, ndims, shapes, true, Precision::kFloat32); }
 
 // A dense layer added to a residual: y = residual + x @ weight^T + bias, with no separate addition pass.
 // in: x [R, K], weight [N, K], bias [N], residual [R, N]; out: y [R, N]. Its gradient is LinearBackward's
 // plus dy for the residual.
-DVT_PRODUCT_KERNEL(LinearResidualForward) {
+DVT_KERNEL(LinearResidualForward, 1) {
+  const Precision precision = Precision::kFloat32;
   const float *x = IN(0), *weight = IN(1), *bias = IN(2), *residual = IN(3);
   float *y = OUT(4);
   const int64_t k = shapes[0][ndims[0] - 1], rows = Rows(ndims[0], shapes[0]), n = shapes[1][0];
@@ -679,18 +814,19 @@ DVT_PRODUCT_KERNEL(LinearResidualForward) {
   });
   return Gemm(precision, 'N', 'T', rows, n, k, x, k, weight, k, y, n, true) ? 0 : 2;
 }
-DVT_PRODUCT_KERNEL(LinearBackward) { return DenseBackward(params, ndims, shapes, precision, true); }
-DVT_PRODUCT_KERNEL(ProjectForward) { return DenseForward(params, ndims, shapes, false, precision); }
-DVT_PRODUCT_KERNEL(ProjectBackward) { return DenseBackward(params, ndims, shapes, precision, false); }
-DVT_PRODUCT_KERNEL(ConstProjectBackward) { return DenseBackward(params, ndims, shapes, precision, false, false); }
+DVT_PRODUCT_KERNEL(LinearBackward, 3) { return DenseBackward(params, ndims, shapes, precision, true); }
+DVT_KERNEL(ProjectForward, 1) { return DenseForward(params, ndims, shapes, false, Precision::kFloat32); }
+DVT_PRODUCT_KERNEL(ProjectBackward, 2) { return DenseBackward(params, ndims, shapes, precision, false); }
+DVT_PRODUCT_KERNEL(ConstProjectBackward, 2) { return DenseBackward(params, ndims, shapes, precision, false, false); }
 
-// `count` independent products C_i[m, n] = op(A_i) op(B_i) of contiguous [count, ...] tensors, each on one
-// thread, the batch split over the threads. Leading dimensions are those of the untransposed matrices.
+// `count` independent products C_i[m, n] = op(A_i) op(B_i) (+ C_i if accumulate) of contiguous [count, ...]
+// tensors, each on one thread, the batch split over the threads. Leading dimensions are those of the
+// untransposed matrices.
 static bool BatchedGemm(Precision precision, char transa, char transb, int64_t count, int64_t m, int64_t n, int64_t k,
-                        const float *a, const float *b, float *c) {
+                        const float *a, const float *b, float *c, bool accumulate = false) {
   if (precision == Precision::kBFloat16) {
     const int64_t lda = transa == 'N' ? k : m, ldb = transb == 'N' ? n : k;
-    return bf16::Product(transa, transb, count, m, n, k, a, lda, b, ldb, c, n, false, true);
+    return bf16::Product(transa, transb, count, m, n, k, {a, false}, lda, {b, false}, ldb, c, n, accumulate, true);
   }
   const int64_t lda = transa == 'N' ? k : m, ldb = transb == 'N' ? n : k;
   const int64_t size_a = m * k, size_b = k * n, size_c = m * n;
@@ -700,21 +836,28 @@ static bool BatchedGemm(Precision precision, char transa, char transb, int64_t c
     SerialPool serial;
     for (int64_t i = begin; i < end && ok[chunk]; ++i) {
       ok[chunk] = dnnl_threadpool_interop_sgemm(transa, transb, m, n, k, 1.0f, a + i * size_a, lda, b + i * size_b,
-                                                ldb, 0.0f, c + i * size_c, n, &serial) == 0;
+                                                ldb, accumulate ? 1.0f : 0.0f, c + i * size_c, n,
+                                                &serial) == 0;
     }
   });
   return std::all_of(ok.begin(), ok.end(), [](char flag) { return flag != 0; });
 }
 
-// Attention scores per (batch, head). in: q [B, H, N, D], k [B, H, M, D]; out: q @ k^T [B, H, N, M]
-DVT_PRODUCT_KERNEL(AttentionScores) {
+// Attention scores per (batch, head), plus a bias (DVT's reused relations) if given as a third input.
+// in: q [B, H, N, D], k [B, H, M, D] (, bias [B, H, N, M]); out: q @ k^T (+ bias) [B, H, N, M]
+DVT_KERNEL(AttentionScores, 1) {
   const HeadShape qs(shapes[0]), ks(shapes[1]);
   const int64_t count = qs.batch * qs.heads;
-  return BatchedGemm(precision, 'N', 'T', count, qs.tokens, ks.tokens, qs.dim, IN(0), IN(1), OUT(2)) ? 0 : 2;
+  float *out = OUT(nparam - 1);
+  if (nparam == 4 && !SameShape(ndims, shapes, 2, 3)) return 1;
+  if (nparam == 4) std::memcpy(out, IN(2), count * qs.tokens * ks.tokens * sizeof(float));
+  return BatchedGemm(Precision::kFloat32, 'N', 'T', count, qs.tokens, ks.tokens, qs.dim, IN(0), IN(1), out, nparam == 4)
+             ? 0
+             : 2;
 }
 
 // Gradient of AttentionScores. in: dlogits [B, H, N, M], q, k; out: dq = dlogits @ k, dk = dlogits^T @ q
-DVT_PRODUCT_KERNEL(AttentionScoresBackward) {
+DVT_PRODUCT_KERNEL(AttentionScoresBackward, 2) {
   const HeadShape qs(shapes[1]), ks(shapes[2]);
   const int64_t count = qs.batch * qs.heads;
   const bool ok = BatchedGemm(precision, 'N', 'N', count, qs.tokens, qs.dim, ks.tokens, IN(0), IN(2), OUT(3)) &&
@@ -723,14 +866,15 @@ DVT_PRODUCT_KERNEL(AttentionScoresBackward) {
 }
 
 // Attention-weighted values. in: probs [B, H, N, M], v [B, H, M, D]; out: probs @ v [B, H, N, D]
-DVT_PRODUCT_KERNEL(AttentionMix) {
+DVT_KERNEL(AttentionMix, 1) {
+  const Precision precision = Precision::kFloat32;
   const HeadShape ps(shapes[0]), vs(shapes[1]);
   const int64_t count = ps.batch * ps.heads;
   return BatchedGemm(precision, 'N', 'N', count, ps.tokens, vs.dim, vs.tokens, IN(0), IN(1), OUT(2)) ? 0 : 2;
 }
 
 // Gradient of AttentionMix. in: dout [B, H, N, D], probs, v; out: dprobs = dout @ v^T, dv = probs^T @ dout
-DVT_PRODUCT_KERNEL(AttentionMixBackward) {
+DVT_PRODUCT_KERNEL(AttentionMixBackward, 2) {
   const HeadShape ps(shapes[1]), vs(shapes[2]);
   const int64_t count = ps.batch * ps.heads;
   const bool ok = BatchedGemm(precision, 'N', 'T', count, ps.tokens, vs.tokens, vs.dim, IN(0), IN(2), OUT(3)) &&
@@ -740,7 +884,8 @@ DVT_PRODUCT_KERNEL(AttentionMixBackward) {
 
 // y[b] = weight @ x[b] (+ bias per row): a 1x1 convolution over axis 1, or a fixed resampling matrix.
 // in: x [B, I, L], weight [O, I], bias [O]; out: y [B, O, L]
-DVT_PRODUCT_KERNEL(ChannelMixForward) {
+DVT_KERNEL(ChannelMixForward, 1) {
+  const Precision precision = Precision::kFloat32;
   const float *x = IN(0), *weight = IN(1), *bias = IN(2);
   float *y = OUT(3);
   const int64_t batch = shapes[0][0], in = shapes[0][1], length = shapes[0][2], out = shapes[1][0];
@@ -770,5 +915,8 @@ static int ChannelMixGrads(void **params, int64_t **shapes, Precision precision,
   return 0;
 }
 
-DVT_PRODUCT_KERNEL(ChannelMixBackward) { return ChannelMixGrads(params, shapes, precision, true); }
-DVT_PRODUCT_KERNEL(ConstChannelMixBackward) { return ChannelMixGrads(params, shapes, precision, false); }
+DVT_PRODUCT_KERNEL(ChannelMixBackward, 3) { return ChannelMixGrads(params, shapes, precision, true); }
+DVT_PRODUCT_KERNEL(ConstChannelMixBackward, 3) { return ChannelMixGrads(params, shapes, precision, false); }
+
+// The bfloat16 forward products, which take and give bfloat16 activations.
+#include "cpu_ops_activations.inc"

@@ -1,9 +1,16 @@
 """MindSpore custom operators over the fused CPU kernels of ``cpu_ops.cc``, each with its gradient.
 
-Every op takes float32 tensors. Row-wise ops work over the last axis for any leading shape; dense ops take
-``[..., K]`` inputs and ``[N, K]`` weights; attention ops take ``[B, H, tokens, D]`` heads. The matrix-product
-ops take a ``precision`` (``fp32``, or ``bf16``: bfloat16 operands, float32 accumulation and output; see
-:mod:`dvt_ms.kernels.choice`); their gradients are computed in the same precision.
+Row-wise ops work over the last axis for any leading shape; dense ops take ``[..., K]`` inputs and ``[N, K]``
+weights; attention ops take ``[B, H, tokens, D]`` heads. The matrix-product ops take a ``precision`` (``fp32``,
+or ``bf16``: bfloat16 operands, float32 accumulation; see :mod:`dvt_ms.kernels.choice`); their gradients are
+computed in the same precision.
+
+Weights, biases, residuals, LayerNorm statistics, attention logits and gradients of float32 tensors are float32.
+The activations that travel from one fused kernel to the next (a LayerNorm's output into a product, q/k/v, the
+attention probabilities, the attention output, the MLP's hidden layer) are in :data:`ACTIVATION_DTYPES` of
+the precision (bfloat16 under ``bf16``) when the op is built with ``narrow=True``: the products round their
+operands to bfloat16 anyway, so storing them in bfloat16 halves their bytes at no extra loss. Every op accepts
+float32 or bfloat16 inputs; a gradient has the dtype of its input.
 """
 from functools import lru_cache
 
@@ -34,27 +41,51 @@ def _product(name: str, precision: str) -> str:
     return name + PRODUCT_SUFFIX[precision]
 
 
+#: the dtype of the activations that ops built with ``narrow=True`` pass on, per precision
+ACTIVATION_DTYPES = {"fp32": mstype.float32, "bf16": mstype.bfloat16}
+_INPUT_DTYPES = (mstype.float32, mstype.bfloat16)
+
+
+def _float32(*_):
+    return mstype.float32
+
+
+def _activation(precision: str, narrow: bool):
+    """The out_dtype function of an op whose output is an activation: float32, or the precision's if ``narrow``."""
+    if precision not in ACTIVATION_DTYPES:
+        raise ValueError(f"the fused CPU kernels compute in {' or '.join(ACTIVATION_DTYPES)}, not {precision!r}")
+    dtype = ACTIVATION_DTYPES[precision] if narrow else mstype.float32
+    return lambda *_: dtype
+
+
 def _aot(name: str, out_shape, out_dtype, bprop=None) -> ops.Custom:
-    def float32_only(*dtypes):
-        if any(_element_type(dtype) != mstype.float32 for dtype in dtypes):
-            raise TypeError(f"the fused CPU kernel {name} takes float32 inputs, got {', '.join(map(str, dtypes))}; "
-                            "build the model with cpu_kernels 'off' (dvt_ms.kernels) for other dtypes")
+    """The kernel ``name`` as an op. MindSpore keys an op's shape inference (in PyNative also its dtype) by its
+    function name, so every variant with another output dtype or other inputs has a name of its own
+    (cpu_ops_activations.inc)."""
+    def checked(*dtypes):
+        if any(_element_type(dtype) not in _INPUT_DTYPES for dtype in dtypes):
+            raise TypeError(f"the fused CPU kernel {name} takes float32 or bfloat16 inputs, got "
+                            f"{', '.join(map(str, dtypes))}; build the model with cpu_kernels 'off' (dvt_ms.kernels) "
+                            "for other dtypes")
         return out_dtype(*dtypes)
 
-    return ops.Custom(f"{library_path()}:{name}", out_shape=out_shape, out_dtype=float32_only, func_type="aot",
+    return ops.Custom(f"{library_path()}:{name}", out_shape=out_shape, out_dtype=checked, func_type="aot",
                       bprop=bprop)
 
 
 @lru_cache(maxsize=None)
-def layer_norm_op() -> ops.Custom:
-    """``(x, gamma, beta, eps[1]) -> (y, mean, rstd)``."""
+def layer_norm_op(precision: str = "fp32", narrow: bool = False) -> ops.Custom:
+    """``(x, gamma, beta, eps[1]) -> (y, mean, rstd)``; ``y`` is an activation (see ``narrow``), the statistics
+    float32."""
     backward = _aot("LayerNormBackward", lambda dy, x, g, m, r: (x, g, g), lambda dy, x, g, m, r: (x, g, g))
+    y_dtype = _activation(precision, narrow)
 
     def bprop(x, gamma, beta, eps, out, dout):
         dx, dgamma, dbeta = backward(dout[0], x, gamma, out[1], out[2])
         return dx, dgamma, dbeta, ops.zeros_like(eps)
 
-    return _aot("LayerNormForward", lambda x, g, b, e: (x, x[:-1], x[:-1]), lambda x, g, b, e: (x, x, x), bprop)
+    return _aot("LayerNormForwardNarrow" if narrow else "LayerNormForward", lambda x, g, b, e: (x, x[:-1], x[:-1]),
+                lambda x, g, b, e: (y_dtype(), x, x), bprop)
 
 
 @lru_cache(maxsize=None)
@@ -71,7 +102,7 @@ def bias_gelu_op() -> ops.Custom:
 @lru_cache(maxsize=None)
 def gelu_op() -> ops.Custom:
     """``x -> GELU(x)`` (exact), element-wise."""
-    backward = _aot("GeluBackward", lambda dy, x: x, _same)
+    backward = _aot("GeluBackward", lambda dy, x: x, lambda dy, x: x)
 
     def bprop(x, out, dout):
         return (backward(dout, x),)
@@ -80,14 +111,14 @@ def gelu_op() -> ops.Custom:
 
 
 @lru_cache(maxsize=None)
-def softmax_op() -> ops.Custom:
-    """``x -> softmax(x)``."""
-    backward = _aot("SoftmaxBackward", lambda dy, y: dy, _same)
+def softmax_op(precision: str = "fp32", narrow: bool = False) -> ops.Custom:
+    """``x -> softmax(x)`` of float32 ``x``, computed in float32; the result is an activation (``narrow``)."""
+    backward = _aot("SoftmaxBackward", lambda dy, y: dy, _float32)
 
     def bprop(x, out, dout):
         return (backward(dout, out),)
 
-    return _aot("SoftmaxForward", _same, _same, bprop)
+    return _aot("SoftmaxForwardNarrow" if narrow else "SoftmaxForward", _same, _activation(precision, narrow), bprop)
 
 
 @lru_cache(maxsize=None)
@@ -123,32 +154,56 @@ def heads_to_tokens_op() -> ops.Custom:
     return _aot("HeadsToTokens", lambda x: (x[0], x[2], x[1] * x[3]), _same, bprop)
 
 
+def _linear_backward(precision: str) -> ops.Custom:
+    return _aot(_product("LinearBackward", precision), lambda dy, x, w: (x, w, w[:1]), lambda dy, x, w: (x, w, w))
+
+
 @lru_cache(maxsize=None)
-def linear_op(precision: str = "fp32") -> ops.Custom:
-    """``(x [..., K], weight [N, K], bias [N]) -> x @ weight.T + bias`` on oneDNN."""
-    backward = _aot(_product("LinearBackward", precision), lambda dy, x, w: (x, w, w[:1]), lambda dy, x, w: (x, w, w))
+def linear_op(precision: str = "fp32", narrow: bool = False) -> ops.Custom:
+    """``(x [..., K], weight [N, K], bias [N]) -> x @ weight.T + bias`` on oneDNN (an activation: ``narrow``)."""
+    backward = _linear_backward(precision)
 
     def bprop(x, weight, bias, out, dout):
         return backward(dout, x, weight)
 
-    return _aot(_product("LinearForward", precision), lambda x, w, b: list(x[:-1]) + [w[0]], lambda x, w, b: x, bprop)
+    return _aot(_product("LinearForwardNarrow" if narrow else "LinearForward", precision),
+                lambda x, w, b: list(x[:-1]) + [w[0]], _activation(precision, narrow), bprop)
+
+
+@lru_cache(maxsize=None)
+def linear_gelu_op(precision: str = "bf16") -> ops.Custom:
+    """``(x [..., K], weight [N, K], bias [N]) -> GELU(x @ weight.T + bias)`` (exact GELU) in one product whose
+    epilogue applies bias and GELU to the float32 accumulators; the result is a ``narrow`` activation. ``bf16``
+    only (fp32 models fuse the bias into :func:`bias_gelu_op` instead). The gradient recomputes the
+    pre-activation with one more product rather than keeping it from the forward pass."""
+    if precision != "bf16":
+        raise ValueError(f"linear_gelu_op is a bf16 kernel, not {precision!r}")
+    pre_activation = linear_op(precision)
+    gelu_backward = _aot("GeluBackward", lambda dy, x: x, lambda dy, x: x)
+    backward = _linear_backward(precision)
+
+    def bprop(x, weight, bias, out, dout):
+        return backward(gelu_backward(dout, pre_activation(x, weight, bias)), x, weight)
+
+    return _aot(_product("LinearGeluForward", precision), lambda x, w, b: list(x[:-1]) + [w[0]],
+                _activation(precision, True), bprop)
 
 
 @lru_cache(maxsize=None)
 def linear_residual_op(precision: str = "fp32") -> ops.Custom:
     """``(x [..., K], weight [N, K], bias [N], residual [..., N]) -> residual + x @ weight.T + bias``."""
-    backward = _aot(_product("LinearBackward", precision), lambda dy, x, w: (x, w, w[:1]), lambda dy, x, w: (x, w, w))
+    backward = _linear_backward(precision)
 
     def bprop(x, weight, bias, residual, out, dout):
         dx, dweight, dbias = backward(dout, x, weight)
         return dx, dweight, dbias, dout
 
-    return _aot(_product("LinearResidualForward", precision), lambda x, w, b, r: r, lambda x, w, b, r: x, bprop)
+    return _aot(_product("LinearResidualForward", precision), lambda x, w, b, r: r, lambda x, w, b, r: r, bprop)
 
 
 @lru_cache(maxsize=None)
-def project_op(constant: bool = False, precision: str = "fp32") -> ops.Custom:
-    """``(x [..., K], weight [N, K]) -> x @ weight.T`` on oneDNN.
+def project_op(constant: bool = False, precision: str = "fp32", narrow: bool = False) -> ops.Custom:
+    """``(x [..., K], weight [N, K]) -> x @ weight.T`` on oneDNN (an activation: ``narrow``).
 
     ``constant``: ``weight`` is a constant (a resampling matrix), so its gradient is zero.
     """
@@ -158,23 +213,36 @@ def project_op(constant: bool = False, precision: str = "fp32") -> ops.Custom:
     def bprop(x, weight, out, dout):
         return backward(dout, x, weight)
 
-    return _aot(_product("ProjectForward", precision), lambda x, w: list(x[:-1]) + [w[0]], lambda x, w: x, bprop)
+    return _aot(_product("ProjectForwardNarrow" if narrow else "ProjectForward", precision),
+                lambda x, w: list(x[:-1]) + [w[0]], _activation(precision, narrow), bprop)
 
 
 @lru_cache(maxsize=None)
-def attention_scores_op(precision: str = "fp32") -> ops.Custom:
-    """``(q [B, H, N, D], k [B, H, M, D]) -> q @ k^T [B, H, N, M]`` per (batch, head)."""
+def attention_scores_op(precision: str = "fp32", bias: bool = False) -> ops.Custom:
+    """``(q [B, H, N, D], k [B, H, M, D]) -> q @ k^T [B, H, N, M]`` per (batch, head), float32.
+
+    ``bias``: a third input ``[B, H, N, M]`` (float32; DVT's reused relations) is added inside the product,
+    instead of in a pass of its own over the logits.
+    """
     backward = _aot(_product("AttentionScoresBackward", precision), lambda dy, q, k: (q, k), lambda dy, q, k: (q, k))
 
     def bprop(q, k, out, dout):
         return backward(dout, q, k)
 
-    return _aot(_product("AttentionScores", precision), lambda q, k: list(q[:-1]) + [k[-2]], lambda q, k: q, bprop)
+    def bprop_bias(q, k, logits_bias, out, dout):
+        dq, dk = backward(dout, q, k)
+        return dq, dk, dout
+
+    if bias:
+        return _aot(_product("AttentionScoresBias", precision), lambda q, k, b: list(q[:-1]) + [k[-2]],
+                    lambda q, k, b: mstype.float32, bprop_bias)
+    return _aot(_product("AttentionScores", precision), lambda q, k: list(q[:-1]) + [k[-2]],
+                lambda q, k: mstype.float32, bprop)
 
 
 @lru_cache(maxsize=None)
 def attention_mix_op(precision: str = "fp32") -> ops.Custom:
-    """``(probs [B, H, N, M], v [B, H, M, D]) -> probs @ v [B, H, N, D]`` per (batch, head)."""
+    """``(probs [B, H, N, M], v [B, H, M, D]) -> probs @ v [B, H, N, D]`` per (batch, head), in probs' dtype."""
     backward = _aot(_product("AttentionMixBackward", precision), lambda dy, p, v: (p, v), lambda dy, p, v: (p, v))
 
     def bprop(probs, v, out, dout):
@@ -184,7 +252,7 @@ def attention_mix_op(precision: str = "fp32") -> ops.Custom:
 
 
 @lru_cache(maxsize=None)
-def channel_mix_op(constant: bool = False, precision: str = "fp32") -> ops.Custom:
+def channel_mix_op(constant: bool = False, precision: str = "fp32", narrow: bool = False) -> ops.Custom:
     """``(x [B, I, L], weight [O, I], bias [O]) -> weight @ x[b] + bias`` per batch element.
 
     ``constant``: ``weight`` and ``bias`` are constants (a resampling matrix), so their gradients are zero.
@@ -195,4 +263,24 @@ def channel_mix_op(constant: bool = False, precision: str = "fp32") -> ops.Custo
     def bprop(x, weight, bias, out, dout):
         return backward(dout, x, weight)
 
-    return _aot(_product("ChannelMixForward", precision), lambda x, w, b: [x[0], w[0], x[2]], lambda x, w, b: x, bprop)
+    return _aot(_product("ChannelMixForwardNarrow" if narrow else "ChannelMixForward", precision),
+                lambda x, w, b: [x[0], w[0], x[2]], _activation(precision, narrow), bprop)
+
+
+@lru_cache(maxsize=None)
+def channel_mix_gelu_op(precision: str = "bf16") -> ops.Custom:
+    """``(x [B, I, L], weight [O, I], bias [O]) -> GELU(weight @ x[b] + bias)`` (exact GELU) with bias and GELU
+    in the product's epilogue; the result is a ``narrow`` activation. ``bf16`` only, like
+    :func:`linear_gelu_op`, whose gradient it computes the same way."""
+    if precision != "bf16":
+        raise ValueError(f"channel_mix_gelu_op is a bf16 kernel, not {precision!r}")
+    pre_activation = channel_mix_op(precision=precision)
+    gelu_backward = _aot("GeluBackward", lambda dy, x: x, lambda dy, x: x)
+    backward = _aot(_product("ChannelMixBackward", precision), lambda dy, x, w: (x, w, w[:1]),
+                    lambda dy, x, w: (x, w, w))
+
+    def bprop(x, weight, bias, out, dout):
+        return backward(gelu_backward(dout, pre_activation(x, weight, bias)), x, weight)
+
+    return _aot(_product("ChannelMixGeluForward", precision), lambda x, w, b: [x[0], w[0], x[2]],
+                _activation(precision, True), bprop)

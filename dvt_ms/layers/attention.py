@@ -16,10 +16,15 @@ class Attention(UsesKernels, nn.Cell):
     ``construct`` returns ``(output, logits, probs)``: ``logits`` are the scaled scores plus any reused
     relation bias (what the next DVT stage reuses) and ``probs`` their softmax (what EViT ranks by).
     With ``residual``, ``output`` is ``residual`` plus the attention (added inside the projection).
+    ``x`` may be a fused kernels' activation (:meth:`LayerNorm.narrow <dvt_ms.layers.norm.LayerNorm.narrow>`).
+    On the fused kernels q, k, v, the probabilities and the heads' output travel in the activation dtype
+    (bfloat16 in a bf16 model); the logits and the softmax's arithmetic are float32, and ``probs`` is returned
+    as float32. ``float32_probs``: the caller reads ``probs`` (EViT ranks tokens by them), so they stay
+    float32 throughout (MindSpore's CPU ops cannot sum bfloat16 gradients).
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = False,
-                 qk_scale: Optional[float] = None, kernels: KernelChoice = STOCK):
+                 qk_scale: Optional[float] = None, kernels: KernelChoice = STOCK, float32_probs: bool = False):
         super().__init__()
         self.kernels = kernels
         if dim % num_heads:
@@ -33,23 +38,29 @@ class Attention(UsesKernels, nn.Cell):
         # not ops.matmul: its gradient adds explicit transposes of probs and v, BatchMatMul's uses flags
         self.weighted_sum = ops.BatchMatMul()
         self.unstack = ops.Unstack(axis=0)
+        self.narrow_probs = kernels.available and kernels.kernel_precision != "fp32" and not float32_probs
         if kernels.available:
             self.fused_to_heads = fused_ops.qkv_to_heads_op(num_heads)
             self.fused_scale = Tensor([self.scale], mstype.float32)
             self.fused_scores = fused_ops.attention_scores_op(kernels.kernel_precision)
-            self.fused_softmax = fused_ops.softmax_op()
+            self.fused_scores_bias = fused_ops.attention_scores_op(kernels.kernel_precision, bias=True)
+            self.fused_softmax = fused_ops.softmax_op(kernels.kernel_precision, narrow=self.narrow_probs)
             self.fused_mix = fused_ops.attention_mix_op(kernels.kernel_precision)
             self.fused_to_tokens = fused_ops.heads_to_tokens_op()
 
     def construct(self, x: Tensor, relation_bias: Optional[Tensor] = None,
                   residual: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
         if self.fused:
-            q, k, v = self.fused_to_heads(self.qkv(x), self.fused_scale)
-            logits = self.fused_scores(q, k)
-            if relation_bias is not None:
-                logits = logits + relation_bias
+            q, k, v = self.fused_to_heads(self.qkv.narrow(x), self.fused_scale)
+            if relation_bias is None:
+                logits = self.fused_scores(q, k)
+            else:  # added inside the product
+                logits = self.fused_scores_bias(q, k, relation_bias)
             probs = self.fused_softmax(logits)
-            return self._project(self.fused_to_tokens(self.fused_mix(probs, v)), residual), logits, probs
+            out = self._project(self.fused_to_tokens(self.fused_mix(probs, v)), residual)
+            if self.narrow_probs:  # dropped from the graphs that do not read it
+                probs = ops.cast(probs, mstype.float32)
+            return out, logits, probs
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).transpose(2, 0, 3, 1, 4)
         q, k, v = self.unstack(qkv)

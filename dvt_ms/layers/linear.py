@@ -12,10 +12,12 @@ class Linear(UsesKernels, nn.Dense):
     With the fused CPU kernels, the product runs on MindSpore's bundled oneDNN (in the model's precision, fp32
     or bf16) and the bias
     gradient is one column sum (:mod:`dvt_ms.kernels`); ``fused_project`` (no bias) lets
-    :class:`~dvt_ms.layers.mlp.Mlp` fuse the bias into the GELU, and :meth:`add_to` adds the layer to a
-    residual inside the product. On MindSpore's ops the product runs in the model's precision
-    (:func:`~dvt_ms.layers.products.low_precision_product`), through ``nn.Dense``'s ``MatMul`` primitive, which
-    ``mindspore.amp`` O1 casts as well.
+    :class:`~dvt_ms.layers.mlp.Mlp` fuse the bias into the GELU, :meth:`add_to` adds the layer to a
+    residual inside the product, and :meth:`narrow` gives the output in the dtype the fused kernels pass
+    activations in (:data:`dvt_ms.kernels.ops.ACTIVATION_DTYPES`), for a consumer that is a fused kernel.
+    Inputs may be float32 or, on the fused kernels, such activations. On MindSpore's ops the product runs in
+    the model's precision (:func:`~dvt_ms.layers.products.low_precision_product`), through ``nn.Dense``'s
+    ``MatMul`` primitive, which ``mindspore.amp`` O1 casts as well.
     """
 
     def __init__(self, in_features: int, out_features: int, has_bias: bool = True,
@@ -26,6 +28,8 @@ class Linear(UsesKernels, nn.Dense):
             self.fused_linear = fused_ops.linear_op(kernels.kernel_precision)
             self.fused_project = fused_ops.project_op(precision=kernels.kernel_precision)
             self.fused_residual = fused_ops.linear_residual_op(kernels.kernel_precision)
+            self.fused_linear_narrow = fused_ops.linear_op(kernels.kernel_precision, narrow=True)
+            self.fused_project_narrow = fused_ops.project_op(precision=kernels.kernel_precision, narrow=True)
 
     def construct(self, x: Tensor) -> Tensor:
         if not self.fused:
@@ -48,3 +52,11 @@ class Linear(UsesKernels, nn.Dense):
         if self.fused and self.has_bias:
             return self.fused_residual(x, self.weight, self.bias, residual)
         return residual + self.construct(x)
+
+    def narrow(self, x: Tensor) -> Tensor:
+        """``self(x)``, on the fused kernels in their activation dtype (bfloat16 in a bf16 model)."""
+        if not self.fused:
+            return self.construct(x)
+        if self.has_bias:
+            return self.fused_linear_narrow(x, self.weight, self.bias)
+        return self.fused_project_narrow(x, self.weight)

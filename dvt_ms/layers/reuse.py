@@ -43,15 +43,22 @@ class FeatureReuse(UsesKernels, nn.Cell):
 
 
 class ChannelMix(UsesKernels, nn.Cell):
-    """A 1x1 convolution over axis 1 of ``[B, C, M]``, computed as a matrix product."""
+    """A 1x1 convolution over axis 1 of ``[B, C, M]``, computed as a matrix product.
+
+    In a bf16 model on the fused kernels, ``fused_gelu`` is ``GELU(self(x))`` (exact GELU) as one product
+    whose epilogue adds the bias and applies the GELU, with a bfloat16 result for the next product.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernels: KernelChoice = STOCK):
         super().__init__()
         self.kernels = kernels
         self.weight = Parameter(initializer(TruncatedNormal(0.02), (out_channels, in_channels)), name="weight")
         self.bias = Parameter(initializer("zeros", (out_channels,)), name="bias")
+        self.gelu_epilogue = kernels.available and kernels.kernel_precision == "bf16"
         if kernels.available:
             self.fused_mix = fused_ops.channel_mix_op(precision=kernels.kernel_precision)
+        if self.gelu_epilogue:
+            self.fused_gelu = fused_ops.channel_mix_gelu_op(kernels.kernel_precision)
 
     def construct(self, x: Tensor) -> Tensor:
         if self.fused:
@@ -81,16 +88,23 @@ class RelationReuse(UsesKernels, nn.Cell):
         if kernels.available:
             self.resample = Tensor(resample)
             self.no_bias = Tensor(np.zeros(resample.shape[0], np.float32))
-            self.fused_left = fused_ops.channel_mix_op(constant=True, precision=kernels.kernel_precision)
+            self.fused_left = fused_ops.channel_mix_op(constant=True, precision=kernels.kernel_precision,
+                                                       narrow=True)
             self.fused_right = fused_ops.project_op(constant=True, precision=kernels.kernel_precision)
 
     def construct(self, relations: Tensor) -> Tensor:
         b, c, n, _ = relations.shape
-        mixed = self.fc2(self.act(self.fc1(relations.reshape(b, c, n * n))))
-        if self.fused:  # A @ R per map, then (A @ R) @ A.T as one product
+        flat = relations.reshape(b, c, n * n)
+        if self.fused and self.fc1.gelu_epilogue and not self.act.approximate:
+            # bf16: bias + GELU inside fc1's product, whose bfloat16 result goes straight into fc2's
+            mixed = self.fc2(self.fc1.fused_gelu(flat, self.fc1.weight, self.fc1.bias))
+        else:
+            mixed = self.fc2(self.act(self.fc1(flat)))
+        if self.fused:  # A @ R per map (an activation for the next product), then (A @ R) @ A.T as one product
             dst = self.resample.shape[0]
+            # left may be bfloat16, which MindSpore's CPU Reshape does not take: the product reads [maps, dst, n]
             left = self.fused_left(mixed.reshape(b * self.out_channels, n, n), self.resample, self.no_bias)
-            both = self.fused_right(left.reshape(-1, n), self.resample)
+            both = self.fused_right(left, self.resample)
             return both.reshape(b, self.out_channels, dst, dst)
         # A @ R @ A.T as two plain 2-D products (a batched product would copy A once per map):
         # (R.T @ A.T) is (A @ R).T, transposed back, then (A @ R) @ A.T.

@@ -101,7 +101,9 @@ class DVTStage(nn.Module):
         # keys first (class column kept), then queries (class row kept)
         resampled = resample_last_axis(stacked, n_tokens)
         resampled = resample_last_axis(resampled.transpose(-2, -1), n_tokens).transpose(-2, -1)
-        return resampled.chunk(self.depth, dim=1)
+        # contiguous, as the official code's final reshape leaves them: every block adds its bias to its logits,
+        # and a transposed view made each of those additions a strided pass
+        return resampled.contiguous().chunk(self.depth, dim=1)
 
     def forward(self, x: Tensor, prev_features: Optional[Tensor] = None,
                 prev_relations: Optional[Sequence[Tensor]] = None) -> Tuple[Tensor, Tensor, List[Tensor]]:
