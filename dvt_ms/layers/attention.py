@@ -16,7 +16,7 @@ class Attention(UsesKernels, nn.Cell):
     ``construct`` returns ``(output, logits, probs)``: ``logits`` are the scaled scores plus any reused
     relation bias (what the next DVT stage reuses) and ``probs`` their softmax (what EViT ranks by).
     With ``residual``, ``output`` is ``residual`` plus the attention (added inside the projection).
-    ``x`` may be a fused kernels' activation (:meth:`LayerNorm.narrow <dvt_ms.layers.norm.LayerNorm.narrow>`).
+    ``x`` may be a fused kernels' activation (:class:`~dvt_ms.layers.norm.LayerNorm` with ``narrow=True``).
     On the fused kernels q, k, v, the probabilities and the heads' output travel in the activation dtype
     (bfloat16 in a bf16 model); the logits and the softmax's arithmetic are float32, and ``probs`` is returned
     as float32. ``float32_probs``: the caller reads ``probs`` (EViT ranks tokens by them), so they stay

@@ -35,12 +35,12 @@ class Block(nn.Cell):
             raise ValueError(f"keep_rate must be in (0, 1], got {keep_rate}")
         if (feature_reuse is None) != (feature_reuse_dim == 0):
             raise ValueError("feature_reuse and feature_reuse_dim must be given together")
-        self.norm1 = LayerNorm((dim,), epsilon=norm_eps, kernels=kernels)
+        self.norm1 = LayerNorm((dim,), epsilon=norm_eps, kernels=kernels, narrow=True)
         self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale, kernels=kernels,
                               float32_probs=keep_rate < 1)
         self.drop_path = DropPath(drop_path)
         mlp_in = dim + feature_reuse_dim
-        self.norm2 = LayerNorm((mlp_in,), epsilon=norm_eps, kernels=kernels)
+        self.norm2 = LayerNorm((mlp_in,), epsilon=norm_eps, kernels=kernels, narrow=True)
         self.mlp = Mlp(mlp_in, int(dim * mlp_ratio), dim, kernels=kernels, approximate_gelu=approximate_gelu)
         self.feature_reuse = feature_reuse
         self.keep_rate = keep_rate
@@ -51,10 +51,10 @@ class Block(nn.Cell):
                   relation_bias: Optional[Tensor] = None, keep_rate: Optional[float] = None,
                   selections: tuple = ()) -> Tuple[Tensor, Tensor, Optional[Tensor], tuple]:
         if self.drop_path.active:
-            attn_out, logits, probs = self.attn(self.norm1.narrow(x), relation_bias)
+            attn_out, logits, probs = self.attn(self.norm1(x), relation_bias)
             x = x + self.drop_path(attn_out)
         else:  # the residual sums are taken inside the projections
-            x, logits, probs = self.attn(self.norm1.narrow(x), relation_bias, x)
+            x, logits, probs = self.attn(self.norm1(x), relation_bias, x)
         kept_idx = None
         keep = resolve_keep_count(self.keep_rate, keep_rate, x.shape[1] - 1)
         if keep > 0:
@@ -67,7 +67,7 @@ class Block(nn.Cell):
             reused = follow_rows(self.feature_reuse(reused_tokens), selections)
             mlp_in = ops.concat((x, reused), axis=-1)
         if self.drop_path.active:
-            x = x + self.drop_path(self.mlp(self.norm2.narrow(mlp_in)))
+            x = x + self.drop_path(self.mlp(self.norm2(mlp_in)))
         else:
-            x = self.mlp(self.norm2.narrow(mlp_in), x)
+            x = self.mlp(self.norm2(mlp_in), x)
         return x, logits, kept_idx, selections

@@ -29,7 +29,7 @@ class Mlp(UsesKernels, nn.Cell):
 
     def construct(self, x: Tensor, residual: Optional[Tensor] = None) -> Tensor:
         """``fc2(GELU(fc1(x)))``, plus ``residual`` if given (added inside fc2's product when fused).
-        ``x`` may be a fused kernels' activation (:meth:`LayerNorm.narrow <dvt_ms.layers.norm.LayerNorm.narrow>`)."""
+        ``x`` may be a fused kernels' activation (:class:`~dvt_ms.layers.norm.LayerNorm` with ``narrow=True``)."""
         if self.fused and self.fuse_bias_gelu and self.gelu_epilogue:
             hidden = self.fused_fc1_gelu(x, self.fc1.weight, self.fc1.bias)
         elif self.fused and self.fuse_bias_gelu:

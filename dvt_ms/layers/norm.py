@@ -11,25 +11,22 @@ from ..kernels import ops as fused_ops
 class LayerNorm(UsesKernels, nn.LayerNorm):
     """``nn.LayerNorm`` with the same ``gamma``/``beta`` parameters and a fused CPU forward and backward.
 
-    :meth:`narrow` gives the output in the fused kernels' activation dtype (bfloat16 in a bf16 model) for a
-    consumer that is a fused product; the mean and variance are float32 either way.
+    ``narrow=True`` (for a norm whose consumer is a fused product) gives the output on the fused kernels in
+    their activation dtype (bfloat16 in a bf16 model); the mean and variance are float32 either way. It is
+    fixed when the layer is built, not a second method, so that ``mindspore.amp``'s wrapping of LayerNorm
+    cells (O2/O3) keeps working.
     """
 
-    def __init__(self, normalized_shape: Tuple[int], epsilon: float = 1e-5, kernels: KernelChoice = STOCK):
+    def __init__(self, normalized_shape: Tuple[int], epsilon: float = 1e-5, kernels: KernelChoice = STOCK,
+                 narrow: bool = False):
         super().__init__(normalized_shape, epsilon=epsilon)
         self.kernels = kernels
         if kernels.available:
-            self.fused_op = fused_ops.layer_norm_op()
-            self.fused_narrow = fused_ops.layer_norm_op(kernels.kernel_precision, narrow=True)
+            self.fused_op = fused_ops.layer_norm_op(kernels.kernel_precision, narrow=True) if narrow else \
+                fused_ops.layer_norm_op()
             self.eps = Tensor(np.array([epsilon], np.float32))
 
     def construct(self, x: Tensor) -> Tensor:
         if self.fused:
             return self.fused_op(x, self.gamma, self.beta, self.eps)[0]
         return super().construct(x)
-
-    def narrow(self, x: Tensor) -> Tensor:
-        """``self(x)``, on the fused kernels in their activation dtype."""
-        if self.fused:
-            return self.fused_narrow(x, self.gamma, self.beta, self.eps)[0]
-        return self.construct(x)
