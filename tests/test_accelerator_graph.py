@@ -2,7 +2,7 @@
 
 **The sweep**: every registered model, the 4-stage cascade of ``configs/dvt_deit_small_four_stage.yaml`` and
 DVT x EViT (``dvt_evit_deit_small``, registered), at the training levels O1, O2 and O3
-(:mod:`dvt_ms.train.precision`: O1 is the model's own float16 products, ``create_model(precision="fp16")``;
+(:mod:`dvt_ms.precision`: O1 is the model's own float16 products, ``create_model(precision="fp16")``;
 O2 and O3 are ``mindspore.amp.auto_mixed_precision``). Models whose tiny spec is the same (``deit_tiny``,
 ``deit_small`` and ``deit_base`` at 32 channels) build the same graph and run as one case named by all of
 them. Each case
@@ -33,7 +33,7 @@ from dvt_ms.infer import AdaptiveClassifier, softmax, thresholds_for_fractions
 from dvt_ms.models import list_models, model_family, model_overrides, model_spec
 from dvt_ms.models.tokenizers import T2TTokenizer
 from dvt_ms.train import MultiExitLoss, TrainStep, create_optimizer
-from dvt_ms.train.precision import resolve_training_precision
+from dvt_ms.precision import resolve_training_precision
 from dvt_ms.train.weights_init import reinit_fan_in
 from dvt_ms.utils.yaml_io import load_yaml
 from tests.test_export import run_exported

@@ -33,7 +33,7 @@ import argparse
 from pathlib import Path
 
 from dvt_ms.config import COMMON, resolve_config
-from dvt_ms.script_config import BENCHMARK
+from dvt_ms.config.scripts import BENCHMARK
 from dvt_ms.utils.cli import quiet_mindspore, run_cli, setup_logging
 
 SCHEMA = COMMON + BENCHMARK

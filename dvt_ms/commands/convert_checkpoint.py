@@ -20,7 +20,7 @@ import logging
 from pathlib import Path
 
 from dvt_ms.config import COMMON, ConfigError, Schema, resolve_config
-from dvt_ms.script_config import CONVERT
+from dvt_ms.config.scripts import CONVERT
 from dvt_ms.utils.cli import run_cli, setup_logging
 
 logger = logging.getLogger("convert_checkpoint")

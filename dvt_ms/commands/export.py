@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 
 from dvt_ms.config import COMMON, ConfigError, Schema, resolve_config
-from dvt_ms.script_config import EXPORT
+from dvt_ms.config.scripts import EXPORT
 from dvt_ms.utils.cli import run_cli, setup_logging
 
 logger = logging.getLogger("export")

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from dvt_ms.config import COMMON, ConfigError, Schema, resolve_config
-from dvt_ms.script_config import INFER
+from dvt_ms.config.scripts import INFER
 from dvt_ms.utils.atomic import atomic_path
 from dvt_ms.utils.cli import run_cli, setup_logging
 

@@ -23,7 +23,7 @@ from pathlib import Path
 os.environ.setdefault("GLOG_v", "3")  # hide MindSpore's C++ plug-in warnings
 
 from dvt_ms.config import COMMON, ConfigError, Schema, resolve_config
-from dvt_ms.script_config import EVIT, EXITS, VISUALIZE, parse_threshold_list
+from dvt_ms.config.scripts import EVIT, EXITS, VISUALIZE, parse_threshold_list
 from dvt_ms.utils.cli import run_cli, setup_logging
 
 logger = logging.getLogger("visualize")

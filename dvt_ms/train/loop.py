@@ -55,7 +55,7 @@ from ..layers.token_reorganization import kept_token_count
 from ..utils.gears import keep_count_gears, uses_gears
 from .distributed import DistributedContext, init_distributed
 from .interrupt import StopSignals, TrainingInterrupted
-from .precision import resolve_training_precision
+from ..precision import resolve_training_precision
 from .validation import ValResult, counts_to_result, ema_weights, evaluate_shard
 from .weights_init import load_pretrained, reinit_fan_in
 

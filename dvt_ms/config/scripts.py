@@ -10,7 +10,8 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from .config import CHECKPOINT, OUTPUT, WEIGHTS, ConfigError, Option, Schema, non_empty, non_negative, positive
+from .schema import ConfigError, Option, Schema
+from .sections import CHECKPOINT, OUTPUT, WEIGHTS, non_empty, non_negative, positive
 
 __all__ = [
     "THRESHOLDS", "BUDGET_STEP", "OVERWRITE", "INFER", "EXPORT", "CONVERT", "VISUALIZE", "EXITS", "EVIT",
