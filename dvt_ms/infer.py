@@ -45,6 +45,7 @@ from .data.data_config import load_image as load_eval_image
 from .evaluate import softmax
 from .models.cascade_spec import CascadeSpec
 from .models.dvt import CascadeStage, DynamicVisionTransformer
+from .run import load_model
 from .utils.gears import bucket_gears, uses_gears
 
 logger = logging.getLogger(__name__)
@@ -438,10 +439,8 @@ def model_from_checkpoint(path: Union[str, os.PathLike], model_name: Optional[st
 
     A ``.ckpt`` of this project names its model (``model``, ``model_overrides``), and so does an official
     MindSpore DVT ``.ckpt``, recognised from its keys; ``model_name``/``overrides`` must then agree with it.
-    Official PyTorch files name no model and need ``model_name`` (:func:`dvt_ms.model_config.load_model`).
+    Official PyTorch files name no model and need ``model_name`` (:func:`dvt_ms.run.load_model`).
     """
-    from .model_config import load_model
-
     loaded = load_model({"model": model_name, "model_overrides": dict(overrides or {}), "cpu_kernels": cpu_kernels,
                          "precision": precision, "weights": weights}, path)
     return loaded.net, loaded.metadata

@@ -154,7 +154,7 @@ def test_the_resolved_model_is_logged_once_with_its_changes(caplog):
     import logging
 
     from dvt_ms import create_model
-    from dvt_ms.model_config import describe_model, log_model
+    from dvt_ms.run import describe_model, log_model
 
     overrides = {"embed_dim": 32, "depth": 1, "num_heads": 2, "num_classes": 10, "mlp_ratio": 4.0}
     net = create_model("deit_small", **overrides)
@@ -255,7 +255,7 @@ def test_shipped_config_set_is_complete():
 
 def test_quickstart_builds_a_tiny_dvt():
     from dvt_ms import create_model
-    from dvt_ms.evaluate import exit_names, num_exits
+    from dvt_ms.models import exit_names, num_exits
 
     config = resolve_config(SCHEMA, ["--config", str(ROOT / "configs" / "quickstart.yaml")])
     net = create_model(config.model, **config.model_overrides)

@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     from dvt_ms.benchmarks.early_exit import early_exit_suite
     from dvt_ms.benchmarks.inference import inference_suite
     from dvt_ms.benchmarks.train import train_suite
-    from dvt_ms.utils.device import configure_device
+    from dvt_ms.run import configure_device
 
     device = configure_device(args.device_target, "graph", args.cpu_kernels)
     if args.suite == "early_exit":

@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     import mindspore as ms
 
     from dvt_ms.checkpoint import save_checkpoint
-    from dvt_ms.model_config import load_model, parameter_count
+    from dvt_ms.run import load_model, parameter_count
     from dvt_ms.train.checkpoints import TRAINING_STATE_KEYS
 
     ms.set_context(mode=ms.PYNATIVE_MODE)

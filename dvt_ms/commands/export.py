@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     import mindspore as ms
 
     from dvt_ms.export import export_cascade
-    from dvt_ms.model_config import load_model
+    from dvt_ms.run import load_model
 
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_device("CPU")

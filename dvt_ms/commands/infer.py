@@ -119,9 +119,9 @@ def main(argv=None) -> int:
 
     from dvt_ms.infer import (AdaptiveClassifier, exit_fraction_summary, iter_image_batches, iter_image_paths,
                               read_class_names, topk)
-    from dvt_ms.model_config import load_model
+    from dvt_ms.run import load_model
     from dvt_ms.models import DynamicVisionTransformer
-    from dvt_ms.utils.device import configure_device
+    from dvt_ms.run import configure_device
 
     device = configure_device(args.device_target, args.ms_mode, args.cpu_kernels)
     loaded = load_model(args, args.checkpoint, args.sources)

@@ -98,7 +98,8 @@ def _exits(config, loaded) -> None:
     import numpy as np
 
     from dvt_ms.budget import LAST_THRESHOLD, exit_assignment
-    from dvt_ms.evaluate import exit_logits, exit_names, num_exits, softmax, stored_thresholds
+    from dvt_ms.evaluate import exit_logits, softmax, stored_thresholds
+    from dvt_ms.models import exit_names, num_exits
     from dvt_ms.plots import exit_grid
 
     net, metadata, model = loaded.net, loaded.metadata, loaded.name
@@ -189,8 +190,8 @@ def main(argv=None) -> int:
     config = resolve_config(SCHEMAS[mode], argv, description=__doc__)
     setup_logging(config.verbose)
 
-    from dvt_ms.model_config import load_model
-    from dvt_ms.utils.device import configure_device
+    from dvt_ms.run import load_model
+    from dvt_ms.run import configure_device
 
     configure_device(config.device_target, config.ms_mode, config.cpu_kernels)
     loaded = load_model(config, config.checkpoint, config.sources)

@@ -145,10 +145,8 @@ def resolve_data_config(model: str, net: Any, *, stored: Optional[Mapping[str, A
     network is an error naming ``source``. ``config`` values of ``crop_pct``, ``interpolation``, ``mean``
     and ``std`` win when not ``None``. ``class_names`` (the training folders) win over stored ones.
     """
-    from ..evaluate import model_image_size, model_num_classes
-
     values: Dict[str, Any] = default_data_config(model)
-    input_size, num_classes = int(model_image_size(net)), int(model_num_classes(net))
+    input_size, num_classes = int(net.spec.image_size), int(net.spec.num_classes)
     names = None
     if stored:
         saved = DataConfig.from_dict(stored, source)

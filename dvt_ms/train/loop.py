@@ -151,10 +151,8 @@ class Trainer:
         import mindspore as ms
 
         from ..data import check_image_folder, resolve_data_config
-        from ..evaluate import exit_names, model_image_size, model_num_classes, num_exits
-        from ..model_config import log_model
-        from ..models import create_model, model_family
-        from ..utils.device import configure_device
+        from ..models import create_model, exit_names, model_family, model_image_size, model_num_classes, num_exits
+        from ..run import configure_device, log_model
 
         config = self.config
         self.device = configure_device(config.device_target, config.ms_mode, config.cpu_kernels)
