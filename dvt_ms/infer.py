@@ -41,7 +41,7 @@ from mindspore import Tensor, nn, ops
 
 from .budget import LAST_THRESHOLD, UNSET_THRESHOLD, exit_assignment, fit_thresholds
 from .data.data_config import IMAGE_EXTENSIONS, DataConfig
-from .data.data_config import load_image as load_eval_image
+from .data.data_config import load_image
 from .evaluate import softmax
 from .models.cascade_spec import CascadeSpec
 from .models.dvt import CascadeStage, DynamicVisionTransformer
@@ -52,8 +52,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "AdaptiveClassifier", "EngineStage", "ExitResult", "SHAPE_MODES", "default_buckets", "stage_input_specs",
-    "softmax", "topk", "exit_probabilities", "thresholds_for_fractions", "calibrate_thresholds",
-    "check_thresholds", "parse_thresholds", "budget_thresholds", "model_from_checkpoint", "load_image",
+    "softmax", "topk", "exit_probabilities", "thresholds_for_fractions",
+    "check_thresholds", "budget_thresholds", "model_from_checkpoint", "load_image",
     "iter_image_paths", "iter_image_batches", "read_class_names", "exit_fraction_summary",
 ]
 
@@ -387,28 +387,6 @@ def thresholds_for_fractions(probs: Any, fractions: Sequence[float], *, midpoint
     return thresholds
 
 
-def calibrate_thresholds(model: DynamicVisionTransformer, images: Any, fractions: Sequence[float],
-                         batch_size: int = 64) -> np.ndarray:
-    """Thresholds that make ``fractions`` of ``images`` leave at each exit (full cascade run once)."""
-    probs = exit_probabilities(model, images, batch_size)
-    thresholds = thresholds_for_fractions(probs, fractions)
-    counts = np.bincount(exit_assignment(probs, thresholds), minlength=probs.shape[0])
-    logger.info("calibrated thresholds %s: exit counts %s of %d", np.round(thresholds, 6).tolist(),
-                counts.tolist(), probs.shape[1])
-    return thresholds
-
-
-def parse_thresholds(text: str) -> List[float]:
-    """``"0.8,0.6,-1e8"`` -> ``[0.8, 0.6, -1e8]`` (error naming the bad item)."""
-    values = []
-    for item in text.split(","):
-        try:
-            values.append(float(item))
-        except ValueError:
-            raise ValueError(f"{item.strip()!r} is not a number (expected e.g. 0.8,0.6,-1e8)") from None
-    return values
-
-
 def budget_thresholds(metadata: Mapping[str, Any], budget_step: int, n_exits: int,
                       source: str = "the checkpoint") -> np.ndarray:
     """Row ``budget_step`` (1-based, as the official p = 1..59) of the metadata's ``dynamic_threshold``."""
@@ -449,17 +427,6 @@ def model_from_checkpoint(path: Union[str, os.PathLike], model_name: Optional[st
 # --------------------------------------------------------------------------------------------------
 # images
 # --------------------------------------------------------------------------------------------------
-def load_image(path: Union[str, os.PathLike], data_config: Union[DataConfig, int] = 224) -> np.ndarray:
-    """Read one image as the model's float32 ``[3, S, S]`` input: :func:`dvt_ms.data.data_config.load_image`.
-
-    ``data_config`` is the run's :class:`DataConfig` (an image size gives the ImageNet defaults). Raises
-    ``OSError`` naming the file if it cannot be read.
-    """
-    if not isinstance(data_config, DataConfig):
-        data_config = DataConfig(input_size=data_config)
-    return load_eval_image(path, data_config)
-
-
 def iter_image_paths(inputs: Iterable[Union[str, os.PathLike]]) -> Iterator[Path]:
     """Files named in ``inputs`` and image files (by extension) under the folders there, walked lazily in
     sorted order. A path that does not exist raises ``FileNotFoundError`` when it is reached."""

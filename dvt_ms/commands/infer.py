@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from dvt_ms.config import COMMON, ConfigError, Schema, resolve_config
-from dvt_ms.config.scripts import INFER
+from dvt_ms.config.scripts import INFER, parse_threshold_list
 from dvt_ms.utils.atomic import atomic_path
 from dvt_ms.utils.cli import run_cli, setup_logging
 
@@ -94,11 +94,11 @@ def write_output(path: Path, records: List[Dict[str, Any]], skipped: List[str], 
 
 
 def choose_thresholds(args, metadata: Dict[str, Any], n_exits: int):
-    from dvt_ms.infer import budget_thresholds, check_thresholds, parse_thresholds
+    from dvt_ms.infer import budget_thresholds, check_thresholds
 
     if args.thresholds is not None:
         try:
-            return check_thresholds(parse_thresholds(args.thresholds), n_exits)
+            return check_thresholds(parse_threshold_list(args.thresholds), n_exits)
         except ValueError as exc:
             raise ValueError(f"--thresholds: {exc}") from None
     if args.budget_step is not None:

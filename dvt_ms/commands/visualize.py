@@ -66,12 +66,12 @@ def _load_batch(files, config, data_config):
     """Preprocessed ``[B, 3, H, W]`` batch of the readable files, the crops as RGB, and their names."""
     import numpy as np
 
-    from dvt_ms.data import denormalize, load_eval_image
+    from dvt_ms.data import denormalize, load_image
 
     arrays, names = [], []
     for path in files:
         try:
-            arrays.append(load_eval_image(path, data_config))
+            arrays.append(load_image(path, data_config))
         except OSError as exc:
             logger.warning("skipping %s", exc)
             continue

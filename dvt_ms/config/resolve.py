@@ -12,7 +12,7 @@ from ..utils.yaml_io import load_yaml
 from .schema import FALSE_WORDS, NULL_WORDS, TRUE_WORDS, Config, ConfigError, Option, PathLike, Schema, validate_config
 from .scripts import SCRIPT_SECTIONS
 from .sections import FILE_SECTIONS
-from .sources import CODE, COMMAND_LINE, DEFAULT, rank, suggest, where
+from .sources import COMMAND_LINE, DEFAULT, rank, suggest, where
 
 logger = logging.getLogger(__name__)
 

@@ -5,8 +5,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
-from ..precision import PRECISIONS
-from .sources import CODE, COMMAND_LINE, DEFAULT, where
+from .sources import CODE, where
 
 logger = logging.getLogger(__name__)
 
