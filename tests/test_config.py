@@ -117,7 +117,7 @@ QUICKSTART = ROOT / "configs" / "quickstart.yaml"
 
 def test_num_classes_flag_beats_the_files_model_overrides(tmp_path):
     """Issue 11, point 1: --num_classes with the quickstart config was refused."""
-    from dvt_ms.train.loop import TRAIN_SCHEMA
+    from dvt_ms.config.training import TRAIN_SCHEMA
 
     config = resolve_config(TRAIN_SCHEMA, ["--config", str(QUICKSTART), "--num_classes", "10"])
     assert config.num_classes == 10 and config.model_overrides["num_classes"] == 10
@@ -240,7 +240,7 @@ def test_shipped_configs_are_valid(name):
     path = ROOT / "configs" / name
     config = resolve_config(SCHEMA, ["--config", str(path)])
     assert config.model in name.replace(".yaml", "") or name == "quickstart.yaml"
-    from dvt_ms.train.loop import TRAIN_SCHEMA
+    from dvt_ms.config.training import TRAIN_SCHEMA
 
     training = resolve_config(TRAIN_SCHEMA, ["--config", str(path)])
     assert training.model == config.model and training.lr > 0
