@@ -23,12 +23,11 @@ from .dataset import (
     resize_size,
 )
 from .synthetic import SHAPES, ShapesDataset, load_manifest, make_shapes_dataset
+from .train_dataset import SkippedImages, TrainDataset
 from .train_transforms import (
     DEFAULT_AUTO_AUGMENT,
     BatchRandomErasing,
     RandAugmentConfig,
-    SkippedImages,
-    TrainDataset,
     batch_mix_op,
     create_train_dataset,
     parse_rand_augment,
