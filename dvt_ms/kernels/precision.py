@@ -1,4 +1,4 @@
-"""Which low precision runs where: the one table of precision rules (no model, no config imports).
+"""The MindSpore side of the precision rules (the rules themselves: :mod:`dvt_ms.precision`).
 
 A model carries its precision into its layers (:class:`~dvt_ms.kernels.choice.KernelChoice`). On CPU with
 the fused kernels, ``bf16`` runs their products on bfloat16 operands. With MindSpore's own ops (GPU, Ascend,

@@ -20,8 +20,8 @@ from ..models import create_model, model_defaults, model_spec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LoadedModel", "normalize", "reconcile_model", "check_checkpoint_model", "describe_model", "log_model", "parameter_count",
-           "load_model"]
+__all__ = ["LoadedModel", "normalize", "reconcile_model", "check_checkpoint_model", "describe_model", "log_model",
+           "parameter_count", "load_model"]
 
 PathLike = Union[str, Path]
 
