@@ -17,12 +17,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .budget import budget_curve, exit_assignment
+from .flops import count
+from .models import model_image_size
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "BUDGET_STEPS", "Predictions", "build_model", "check_checkpoint_model", "num_exits", "model_num_classes",
-    "model_image_size", "exit_names", "exit_gmacs", "softmax", "pad_batch", "exit_logits", "collect_predictions",
+    "BUDGET_STEPS", "Predictions", "exit_gmacs", "softmax", "pad_batch", "exit_logits", "collect_predictions",
     "topk_accuracy", "topk_counts", "anytime_results", "stored_flops", "stored_thresholds", "saved_results",
     "fit_subset_indices", "budget_results",
 ]
@@ -47,84 +48,8 @@ class Predictions:
 # --------------------------------------------------------------------------------------------------
 
 
-def check_checkpoint_model(metadata: Mapping[str, Any], model: str, overrides: Mapping[str, Any],
-                           checkpoint: Union[str, Path]) -> None:
-    """Refuse a converted checkpoint whose recorded ``model``/``model_overrides`` differ from the config.
-
-    Some overrides (``qk_scale``, ``keep_rate``, ``fuse_token``) keep every parameter shape, so loading
-    alone would not catch them. When the override mappings differ, the two cascade specs are compared;
-    differences that only spell out defaults are accepted. Official checkpoints record neither key and
-    are not checked.
-    """
-    from .model_config import normalize as _normalize
-    from .models import model_spec
-
-    stored_model = metadata.get("model")
-    if stored_model is not None and stored_model != model:
-        raise ValueError(f"{checkpoint} holds model {stored_model!r} but the config asks for {model!r}")
-    if "model_overrides" not in metadata:
-        return
-    stored = _normalize(metadata["model_overrides"] or {})
-    wanted = _normalize(dict(overrides))
-    if not isinstance(stored, dict):
-        raise ValueError(f"{checkpoint}: model_overrides metadata is not a mapping: {stored!r}")
-    unset = "<default>"
-    differ = sorted(k for k in set(stored) | set(wanted) if stored.get(k, unset) != wanted.get(k, unset))
-    if not differ:
-        return
-    try:
-        same = model_spec(model, **stored) == model_spec(model, **wanted)
-    except (TypeError, ValueError, KeyError):
-        same = False
-    if same:
-        logger.info("%s: model_overrides differ only in spelled-out defaults (%s)", checkpoint, ", ".join(differ))
-        return
-    detail = ", ".join(f"{k}: checkpoint {stored.get(k, unset)!r} vs config {wanted.get(k, unset)!r}"
-                       for k in differ)
-    raise ValueError(f"{checkpoint} was converted with different model_overrides ({detail}); "
-                     "set model_overrides to match")
-
-
-def build_model(model: Optional[str], overrides: Mapping[str, Any], checkpoint: Union[str, Path],
-                sources: Optional[Mapping[str, str]] = None,
-                cpu_kernels: Optional[str] = None) -> Tuple[Any, Dict[str, Any]]:
-    """Build the model of ``checkpoint`` and load it strictly; return ``(net, metadata)``.
-
-    A ``.ckpt`` of this project names its model and overrides, which are used (``model`` may be ``None``);
-    ``model``/``overrides`` that contradict them are an error naming both values
-    (:func:`dvt_ms.model_config.load_model`). ``metadata["model"]``/``["model_overrides"]`` hold what was built.
-    """
-    from .model_config import load_model
-
-    loaded = load_model({"model": model, "model_overrides": dict(overrides), "cpu_kernels": cpu_kernels},
-                        checkpoint, sources)
-    return loaded.net, loaded.metadata
-
-
-def num_exits(net) -> int:
-    """Exits of a network (its cascade spec): one per DVT stage, one for a plain ViT/EViT."""
-    return net.spec.num_exits
-
-
-def model_num_classes(net) -> int:
-    """Classes the network predicts."""
-    return int(net.spec.num_classes)
-
-
-def model_image_size(net) -> int:
-    """Input resolution the network was built for."""
-    return int(net.spec.image_size)
-
-
-def exit_names(net) -> List[str]:
-    """Token grid of each exit, e.g. ``['7x7', '10x10', '14x14']``."""
-    return [net.spec.exit_name(k) for k in range(net.spec.num_exits)]
-
-
 def exit_gmacs(net) -> List[float]:
     """Cumulative GMACs (1e9 multiply-accumulates) per image at each exit."""
-    from .flops import count
-
     return [m / 1e9 for m in count(net, model_image_size(net))]
 
 

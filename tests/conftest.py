@@ -16,7 +16,7 @@ os.environ.setdefault("GLOG_v", "3")
 
 @pytest.fixture(scope="session", autouse=True)
 def mindspore_context():
-    from dvt_ms.utils.device import configure_device
+    from dvt_ms.run import configure_device
 
     return configure_device(os.environ.get("DVT_MS_DEVICE", "CPU"), "graph")
 

@@ -2,7 +2,7 @@
 
 **The sweep**: every registered model, the 4-stage cascade of ``configs/dvt_deit_small_four_stage.yaml`` and
 DVT x EViT (``dvt_evit_deit_small``, registered), at the training levels O1, O2 and O3
-(:mod:`dvt_ms.train.precision`: O1 is the model's own float16 products, ``create_model(precision="fp16")``;
+(:mod:`dvt_ms.precision`: O1 is the model's own float16 products, ``create_model(precision="fp16")``;
 O2 and O3 are ``mindspore.amp.auto_mixed_precision``). Models whose tiny spec is the same (``deit_tiny``,
 ``deit_small`` and ``deit_base`` at 32 channels) build the same graph and run as one case named by all of
 them. Each case
@@ -30,13 +30,14 @@ from mindspore import Tensor, ops
 from dvt_ms import create_model, load_checkpoint
 from dvt_ms.export import export_cascade
 from dvt_ms.infer import AdaptiveClassifier, softmax, thresholds_for_fractions
-from dvt_ms.models import list_models, model_family, model_overrides, model_spec
+from dvt_ms.models import list_models, model_family, model_spec
 from dvt_ms.models.tokenizers import T2TTokenizer
 from dvt_ms.train import MultiExitLoss, TrainStep, create_optimizer
-from dvt_ms.train.precision import resolve_training_precision
+from dvt_ms.precision import resolve_training_precision
 from dvt_ms.train.weights_init import reinit_fan_in
 from dvt_ms.utils.yaml_io import load_yaml
 from tests.test_export import run_exported
+from tests.tiny_models import tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 FOUR_STAGE = "four_stage_yaml"
@@ -64,15 +65,7 @@ def _tiny(case: str) -> dict:
         stages = [dict(s, drop_loc=[0]) if "drop_loc" in s else s for s in config["model_overrides"]["stages"]]
         return dict(embed_dim=32, depth=1, num_heads=2, mlp_ratio=2.0, num_classes=5, stages=stages,
                     reuse_hidden_dim=16, reuse_feature_dim=8)  # pruning moved into the one block
-    sizes = dict(embed_dim=32, depth=1, num_heads=2, mlp_ratio=2.0, num_classes=5, image_size=64)
-    accepted = model_overrides(case)
-    if "token_dim" in accepted:
-        sizes["token_dim"] = 16
-    if "reuse_hidden_dim" in accepted:
-        sizes.update(reuse_hidden_dim=16, reuse_feature_dim=8)
-    if "drop_loc" in accepted:  # prune in the first of two blocks, so that the second sees the pruned tokens
-        sizes.update(depth=2, drop_loc=[0])
-    return sizes
+    return tiny_overrides(case)
 
 
 def _model_name(case: str) -> str:

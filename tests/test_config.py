@@ -117,7 +117,7 @@ QUICKSTART = ROOT / "configs" / "quickstart.yaml"
 
 def test_num_classes_flag_beats_the_files_model_overrides(tmp_path):
     """Issue 11, point 1: --num_classes with the quickstart config was refused."""
-    from dvt_ms.train.loop import TRAIN_SCHEMA
+    from dvt_ms.config.training import TRAIN_SCHEMA
 
     config = resolve_config(TRAIN_SCHEMA, ["--config", str(QUICKSTART), "--num_classes", "10"])
     assert config.num_classes == 10 and config.model_overrides["num_classes"] == 10
@@ -154,7 +154,7 @@ def test_the_resolved_model_is_logged_once_with_its_changes(caplog):
     import logging
 
     from dvt_ms import create_model
-    from dvt_ms.model_config import describe_model, log_model
+    from dvt_ms.run import describe_model, log_model
 
     overrides = {"embed_dim": 32, "depth": 1, "num_heads": 2, "num_classes": 10, "mlp_ratio": 4.0}
     net = create_model("deit_small", **overrides)
@@ -240,7 +240,7 @@ def test_shipped_configs_are_valid(name):
     path = ROOT / "configs" / name
     config = resolve_config(SCHEMA, ["--config", str(path)])
     assert config.model in name.replace(".yaml", "") or name == "quickstart.yaml"
-    from dvt_ms.train.loop import TRAIN_SCHEMA
+    from dvt_ms.config.training import TRAIN_SCHEMA
 
     training = resolve_config(TRAIN_SCHEMA, ["--config", str(path)])
     assert training.model == config.model and training.lr > 0
@@ -255,7 +255,7 @@ def test_shipped_config_set_is_complete():
 
 def test_quickstart_builds_a_tiny_dvt():
     from dvt_ms import create_model
-    from dvt_ms.evaluate import exit_names, num_exits
+    from dvt_ms.models import exit_names, num_exits
 
     config = resolve_config(SCHEMA, ["--config", str(ROOT / "configs" / "quickstart.yaml")])
     net = create_model(config.model, **config.model_overrides)

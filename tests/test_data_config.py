@@ -26,7 +26,7 @@ TRAIN_ARGS = ["--config", str(QUICKSTART), "--num_classes", "2", "--model_overri
 
 @pytest.fixture(scope="module")
 def case(tmp_path_factory, module_in_tmp_cwd):
-    from dvt_ms.train.loop import TRAIN_SCHEMA
+    from dvt_ms.config.training import TRAIN_SCHEMA
 
     root = tmp_path_factory.mktemp("digits")
     rng = np.random.default_rng(3)
@@ -147,7 +147,7 @@ def test_dataset_and_infer_share_constants():
     """Issue 11, point 5: IMAGENET_MEAN/STD and the image extensions were defined twice, differently."""
     import dvt_ms.data.dataset as dataset
     import dvt_ms.data.data_config as data_config
-    import dvt_ms.infer as infer
+    import dvt_ms.infer.images as infer
 
     assert dataset.IMAGE_EXTENSIONS is data_config.IMAGE_EXTENSIONS is infer.IMAGE_EXTENSIONS
     assert dataset.IMAGENET_MEAN is data_config.IMAGENET_MEAN and not hasattr(infer, "IMAGENET_MEAN")

@@ -21,13 +21,13 @@ from dvt_ms.checkpoint import save_checkpoint
 from dvt_ms.config import ConfigError
 from dvt_ms.data import DatasetError, check_image_folder, create_eval_dataset
 from dvt_ms.evaluate import (
-    check_checkpoint_model,
     fit_subset_indices,
     saved_results,
     stored_thresholds,
     topk_accuracy,
 )
 from dvt_ms.flops import count
+from dvt_ms.run.model import check_checkpoint_model
 
 from .script_loader import load_script, script_env
 

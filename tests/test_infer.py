@@ -10,8 +10,9 @@ from PIL import Image
 from dvt_ms import create_model
 from dvt_ms.budget import exit_assignment, fit_thresholds
 from dvt_ms.checkpoint import save_checkpoint
+from dvt_ms.config.scripts import parse_threshold_list
 from dvt_ms.infer import (AdaptiveClassifier, budget_thresholds, check_thresholds, default_buckets,
-                          iter_image_batches, iter_image_paths, load_image, parse_thresholds, read_class_names,
+                          iter_image_batches, iter_image_paths, load_image, read_class_names,
                           softmax, thresholds_for_fractions, topk)
 
 from .script_loader import load_script
@@ -207,9 +208,11 @@ def test_thresholds_for_fractions_hits_the_counts_with_a_margin():
 
 
 def test_threshold_parsing_and_budget_rows():
-    assert parse_thresholds("0.8, 0.6,-1e8") == [0.8, 0.6, -1e8]
+    assert parse_threshold_list("0.8, 0.6,-1e8") == [0.8, 0.6, -1e8]
     with pytest.raises(ValueError, match="'x' is not a number"):
-        parse_thresholds("0.8,x,-1e8")
+        parse_threshold_list("0.8,x,-1e8")
+    with pytest.raises(ValueError, match="NaN"):
+        parse_threshold_list("0.8,nan,-1e8")
     table = np.stack([np.linspace(0.9, 0.1, 59), np.linspace(0.8, 0.2, 59), np.full(59, -1e8)], axis=1)
     np.testing.assert_allclose(budget_thresholds({"dynamic_threshold": table}, 1, 3), np.float32(table[0]))
     np.testing.assert_allclose(budget_thresholds({"dynamic_threshold": table}, 59, 3), np.float32(table[58]))

@@ -314,7 +314,7 @@ def _run_without_compiler(mode, tmp_path):
         import numpy as np
         from mindspore import Tensor
         from dvt_ms import create_model
-        from dvt_ms.utils.device import configure_device
+        from dvt_ms.run import configure_device
         configure_device("CPU", "graph", {mode!r})
         net = create_model("deit_small", embed_dim=48, depth=1, num_heads=3, num_classes=4, cpu_kernels={mode!r})
         print("fused layers:", sum(getattr(c, "fused", False) for _, c in net.cells_and_names()))

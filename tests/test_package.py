@@ -40,7 +40,7 @@ def test_no_sys_path_edits():
 def _schema(name):
     module = load_script(name)
     if name == "train":
-        from dvt_ms.train.loop import TRAIN_SCHEMA
+        from dvt_ms.config.training import TRAIN_SCHEMA
 
         return TRAIN_SCHEMA
     if name == "visualize":

@@ -80,7 +80,7 @@ def train_script():
 
 # ------------------------------------------------------------------------------ config validation
 def _resolve(argv):
-    from dvt_ms.train.loop import resolve_train_config
+    from dvt_ms.config.training import resolve_train_config
 
     return resolve_train_config(argv)
 

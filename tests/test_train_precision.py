@@ -8,7 +8,7 @@ from mindspore.amp import DynamicLossScaler
 from dvt_ms import create_model
 from dvt_ms.kernels import KernelChoice, choice
 from dvt_ms.train import MultiExitLoss, TrainStep, create_optimizer
-from dvt_ms.train.precision import resolve_training_precision
+from dvt_ms.precision import resolve_training_precision
 from dvt_ms.train.step import create_loss_scaler
 
 

@@ -132,13 +132,14 @@ def _encode_metadata(value: Any) -> Any:
     return value
 
 
-def _decode_metadata(value: Any) -> Any:
+def decode_metadata(value: Any) -> Any:
+    """A checkpoint's JSON metadata value with its encoded numpy arrays (``__ndarray__``) restored."""
     if isinstance(value, dict):
         if "__ndarray__" in value:
             return np.asarray(value["__ndarray__"], dtype=value["dtype"])
-        return {k: _decode_metadata(v) for k, v in value.items()}
+        return {k: decode_metadata(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_decode_metadata(v) for v in value]
+        return [decode_metadata(v) for v in value]
     return value
 
 
@@ -154,7 +155,7 @@ def read_mindspore_entries(path: PathLike) -> Tuple[Dict[str, np.ndarray], Dict[
     for name, value in raw.items():
         if name == METADATA_KEY:
             try:
-                metadata.update(_decode_metadata(json.loads(value)))
+                metadata.update(decode_metadata(json.loads(value)))
             except (TypeError, ValueError) as exc:
                 raise CheckpointError(f"{path}: corrupt {METADATA_KEY} entry ({exc})") from None
         elif isinstance(value, str):

@@ -2,7 +2,7 @@
 ``python scripts/NAME.py ...`` all run ``dvt_ms.commands.<module>.main``.
 
 Every command but ``make-quickstart-data`` reads the same ``--config FILE.yaml`` and schema
-(:mod:`dvt_ms.config`, :mod:`dvt_ms.script_config`); ``dvt-ms NAME --help`` lists its keys.
+(:mod:`dvt_ms.config`, :mod:`dvt_ms.config.scripts`); ``dvt-ms NAME --help`` lists its keys.
 """
 import importlib
 import sys

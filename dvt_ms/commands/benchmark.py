@@ -33,7 +33,7 @@ import argparse
 from pathlib import Path
 
 from dvt_ms.config import COMMON, resolve_config
-from dvt_ms.script_config import BENCHMARK
+from dvt_ms.config.scripts import BENCHMARK
 from dvt_ms.utils.cli import quiet_mindspore, run_cli, setup_logging
 
 SCHEMA = COMMON + BENCHMARK
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     from dvt_ms.benchmarks.early_exit import early_exit_suite
     from dvt_ms.benchmarks.inference import inference_suite
     from dvt_ms.benchmarks.train import train_suite
-    from dvt_ms.utils.device import configure_device
+    from dvt_ms.run import configure_device
 
     device = configure_device(args.device_target, "graph", args.cpu_kernels)
     if args.suite == "early_exit":

@@ -20,7 +20,7 @@ import logging
 from pathlib import Path
 
 from dvt_ms.config import COMMON, ConfigError, Schema, resolve_config
-from dvt_ms.script_config import CONVERT
+from dvt_ms.config.scripts import CONVERT
 from dvt_ms.utils.cli import run_cli, setup_logging
 
 logger = logging.getLogger("convert_checkpoint")
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     import mindspore as ms
 
     from dvt_ms.checkpoint import save_checkpoint
-    from dvt_ms.model_config import load_model, parameter_count
+    from dvt_ms.run import load_model, parameter_count
     from dvt_ms.train.checkpoints import TRAINING_STATE_KEYS
 
     ms.set_context(mode=ms.PYNATIVE_MODE)

@@ -144,9 +144,10 @@ def _data_summary(info, preds, **extra) -> dict:
 
 def _model_modes(config) -> dict:
     from dvt_ms.data import check_image_folder
-    from dvt_ms.evaluate import (anytime_results, budget_results, exit_gmacs, exit_names, fit_subset_indices,
-                                 model_num_classes, num_exits, stored_flops, stored_thresholds)
-    from dvt_ms.model_config import load_model
+    from dvt_ms.evaluate import (anytime_results, budget_results, exit_gmacs, fit_subset_indices, stored_flops,
+                                 stored_thresholds)
+    from dvt_ms.models import exit_names, model_num_classes, num_exits
+    from dvt_ms.run import load_model
     from dvt_ms.models import model_extra_outputs
 
     loaded = load_model(config, config.checkpoint, config.sources)
@@ -225,7 +226,7 @@ def main(argv=None) -> int:
         results["device"] = None
         results.update(_saved_mode(config))
     else:
-        from dvt_ms.utils.device import configure_device
+        from dvt_ms.run import configure_device
 
         device = configure_device(config.device_target, config.ms_mode, config.cpu_kernels)
         results["device"] = {"requested": config.device_target, "used": device}

@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 
 from dvt_ms.config import COMMON, ConfigError, Schema, resolve_config
-from dvt_ms.script_config import EXPORT
+from dvt_ms.config.scripts import EXPORT
 from dvt_ms.utils.cli import run_cli, setup_logging
 
 logger = logging.getLogger("export")
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     import mindspore as ms
 
     from dvt_ms.export import export_cascade
-    from dvt_ms.model_config import load_model
+    from dvt_ms.run import load_model
 
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_device("CPU")

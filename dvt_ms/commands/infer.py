@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from dvt_ms.config import COMMON, ConfigError, Schema, resolve_config
-from dvt_ms.script_config import INFER
+from dvt_ms.config.scripts import INFER, parse_threshold_list
 from dvt_ms.utils.atomic import atomic_path
 from dvt_ms.utils.cli import run_cli, setup_logging
 
@@ -94,11 +94,11 @@ def write_output(path: Path, records: List[Dict[str, Any]], skipped: List[str], 
 
 
 def choose_thresholds(args, metadata: Dict[str, Any], n_exits: int):
-    from dvt_ms.infer import budget_thresholds, check_thresholds, parse_thresholds
+    from dvt_ms.infer import budget_thresholds, check_thresholds
 
     if args.thresholds is not None:
         try:
-            return check_thresholds(parse_thresholds(args.thresholds), n_exits)
+            return check_thresholds(parse_threshold_list(args.thresholds), n_exits)
         except ValueError as exc:
             raise ValueError(f"--thresholds: {exc}") from None
     if args.budget_step is not None:
@@ -119,9 +119,9 @@ def main(argv=None) -> int:
 
     from dvt_ms.infer import (AdaptiveClassifier, exit_fraction_summary, iter_image_batches, iter_image_paths,
                               read_class_names, topk)
-    from dvt_ms.model_config import load_model
+    from dvt_ms.run import load_model
     from dvt_ms.models import DynamicVisionTransformer
-    from dvt_ms.utils.device import configure_device
+    from dvt_ms.run import configure_device
 
     device = configure_device(args.device_target, args.ms_mode, args.cpu_kernels)
     loaded = load_model(args, args.checkpoint, args.sources)

@@ -49,7 +49,8 @@ def _print_results(results) -> None:
 
 def main(argv=None) -> int:
     quiet_mindspore()
-    from dvt_ms.train.loop import Trainer, TrainingInterrupted, TrainingStopped, resolve_train_config
+    from dvt_ms.config.training import resolve_train_config
+    from dvt_ms.train.loop import Trainer, TrainingInterrupted, TrainingStopped
 
     config = resolve_train_config(argv, description=__doc__)
     setup_logging(config.verbose)

@@ -23,7 +23,7 @@ from pathlib import Path
 os.environ.setdefault("GLOG_v", "3")  # hide MindSpore's C++ plug-in warnings
 
 from dvt_ms.config import COMMON, ConfigError, Schema, resolve_config
-from dvt_ms.script_config import EVIT, EXITS, VISUALIZE, parse_threshold_list
+from dvt_ms.config.scripts import EVIT, EXITS, VISUALIZE, parse_threshold_list
 from dvt_ms.utils.cli import run_cli, setup_logging
 
 logger = logging.getLogger("visualize")
@@ -66,12 +66,12 @@ def _load_batch(files, config, data_config):
     """Preprocessed ``[B, 3, H, W]`` batch of the readable files, the crops as RGB, and their names."""
     import numpy as np
 
-    from dvt_ms.data import denormalize, load_eval_image
+    from dvt_ms.data import denormalize, load_image
 
     arrays, names = [], []
     for path in files:
         try:
-            arrays.append(load_eval_image(path, data_config))
+            arrays.append(load_image(path, data_config))
         except OSError as exc:
             logger.warning("skipping %s", exc)
             continue
@@ -98,7 +98,8 @@ def _exits(config, loaded) -> None:
     import numpy as np
 
     from dvt_ms.budget import LAST_THRESHOLD, exit_assignment
-    from dvt_ms.evaluate import exit_logits, exit_names, num_exits, softmax, stored_thresholds
+    from dvt_ms.evaluate import exit_logits, softmax, stored_thresholds
+    from dvt_ms.models import exit_names, num_exits
     from dvt_ms.plots import exit_grid
 
     net, metadata, model = loaded.net, loaded.metadata, loaded.name
@@ -189,8 +190,8 @@ def main(argv=None) -> int:
     config = resolve_config(SCHEMAS[mode], argv, description=__doc__)
     setup_logging(config.verbose)
 
-    from dvt_ms.model_config import load_model
-    from dvt_ms.utils.device import configure_device
+    from dvt_ms.run import load_model
+    from dvt_ms.run import configure_device
 
     configure_device(config.device_target, config.ms_mode, config.cpu_kernels)
     loaded = load_model(config, config.checkpoint, config.sources)

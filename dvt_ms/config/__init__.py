@@ -34,8 +34,9 @@ and two different values from the same source are an error.
 
 A flag that no section declares is refused with a close match suggested, as is a file key.
 """
+from ..precision import PRECISIONS
 from .resolve import all_file_sections, build_parser, load_config_file, resolve_config, save_config
-from .schema import PRECISIONS, Config, ConfigError, Option, Schema, validate_config
+from .schema import Config, ConfigError, Option, Schema, validate_config
 from .sections import (CHECKPOINT, COMMON, EVAL, FILE_SECTIONS, OUTPUT, TRAIN, WEIGHTS, model_num_exits, non_empty,
                        non_negative, plot_suffix, positive, require_model)
 

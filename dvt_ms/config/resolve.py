@@ -1,6 +1,5 @@
 """Config files and command-line flags merged into one checked :class:`~dvt_ms.config.schema.Config`."""
 import argparse
-import difflib
 import logging
 import sys
 from pathlib import Path
@@ -10,8 +9,10 @@ import yaml
 
 from ..utils.atomic import atomic_path
 from ..utils.yaml_io import load_yaml
-from .schema import (_FALSE, _NULL, _TRUE, CODE, COMMAND_LINE, DEFAULT, Config, ConfigError, Option, PathLike, Schema,
-                     _where, validate_config)
+from .schema import FALSE_WORDS, NULL_WORDS, TRUE_WORDS, Config, ConfigError, Option, PathLike, Schema, validate_config
+from .scripts import SCRIPT_SECTIONS
+from .sections import FILE_SECTIONS
+from .sources import COMMAND_LINE, DEFAULT, rank, suggest, where
 
 logger = logging.getLogger(__name__)
 
@@ -46,14 +47,14 @@ def load_config_file(path: PathLike) -> Dict[str, Any]:
 def _parse_text(option: Option, text: str) -> Any:
     """Turn one command-line text into a value of the option's type (checked later)."""
     lowered = text.strip().lower()
-    if option.nullable and lowered in _NULL:
+    if option.nullable and lowered in NULL_WORDS:
         return None
     if option.type is str:
         return text
     if option.type is bool:
-        if lowered in _TRUE:
+        if lowered in TRUE_WORDS:
             return True
-        if lowered in _FALSE:
+        if lowered in FALSE_WORDS:
             return False
         raise ValueError(f"expected true or false, got {text!r}")
     if option.type is int:
@@ -84,7 +85,7 @@ def _parse_flag(option: Option, text: Union[str, List[str]]) -> Any:
     if option.positional:
         return texts  # file paths, taken as given
     if len(texts) == 1:
-        if option.nullable and texts[0].strip().lower() in _NULL:
+        if option.nullable and texts[0].strip().lower() in NULL_WORDS:
             return None
         value = _yaml_value(texts[0])
         return value if isinstance(value, list) else [value]
@@ -137,25 +138,9 @@ def build_parser(schema: Schema, description: Optional[str] = None,
     return parser
 
 
-def _suggest(name: str, known: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def all_file_sections() -> Tuple[Schema, ...]:
-    """Every section a config file may use: the core ones here plus the scripts' (dvt_ms.script_config)."""
-    from ..script_config import SCRIPT_SECTIONS
-    from .sections import FILE_SECTIONS
-
+    """Every section a config file may use: the core ones here plus the scripts' (dvt_ms.config.scripts)."""
     return FILE_SECTIONS + SCRIPT_SECTIONS
-
-
-_RANK = {DEFAULT: 0, COMMAND_LINE: 2, CODE: 3}
-
-
-def _rank(source: str) -> int:
-    """Precedence of a source: default < config file < command line < code (``Config.replace``)."""
-    return _RANK.get(source, 1)
 
 
 def _split_nested(schema: Schema, argv: Sequence[str]) -> Tuple[List[str], List[Tuple[str, str, str]]]:
@@ -171,7 +156,7 @@ def _split_nested(schema: Schema, argv: Sequence[str]) -> Tuple[List[str], List[
         if token.startswith("--") and "." in name:
             head, _, key = name.partition(".")
             if head not in mappings:
-                raise ConfigError(f"--{name}: {head!r} is not a mapping key{_suggest(head, mappings)}; "
+                raise ConfigError(f"--{name}: {head!r} is not a mapping key{suggest(head, mappings)}; "
                                   f"mapping keys: {', '.join(mappings) or 'none'}")
             if not key.isidentifier():
                 raise ConfigError(f"--{name}: {key!r} is not a valid key of {head}")
@@ -192,7 +177,7 @@ def _refuse_unknown(unknown: Sequence[str], schema: Schema) -> None:
     if not flags:
         raise ConfigError(f"unexpected argument(s) {' '.join(unknown)}")
     known = ["config"] + [o.name for o in schema if not o.positional]
-    hints = "; ".join(f"{f.split('=')[0]}{_suggest(f.lstrip('-').split('=')[0], known)}" for f in flags)
+    hints = "; ".join(f"{f.split('=')[0]}{suggest(f.lstrip('-').split('=')[0], known)}" for f in flags)
     raise ConfigError(f"unknown flag(s) {hints} (see --help)")
 
 
@@ -203,7 +188,7 @@ def _set_nested(values: Dict[str, Any], sources: Dict[str, str], head: str, key:
         current = {}
     values[head] = {**current, key: value}
     sources[f"{head}.{key}"] = source
-    if _rank(source) >= _rank(sources.get(head, DEFAULT)):
+    if rank(source) >= rank(sources.get(head, DEFAULT)):
         sources[head] = source
 
 
@@ -218,7 +203,7 @@ def _merge(values: Dict[str, Any], sources: Dict[str, str], key: str, value: Any
     if option.type is dict and isinstance(value, Mapping) and isinstance(values.get(key), Mapping):
         kept = sorted(set(values[key]) - set(value))
         if kept:
-            logger.debug("%s: merged into %s's mapping (kept %s)", _where(key, {key: source}),
+            logger.debug("%s: merged into %s's mapping (kept %s)", where(key, {key: source}),
                          sources.get(key, DEFAULT), ", ".join(kept))
         for sub, sub_value in value.items():
             _set_nested(values, sources, key, str(sub), sub_value, source)
@@ -255,7 +240,7 @@ def resolve_config(schema: Schema, argv: Optional[Sequence[str]] = None, descrip
         mappings = {o.name for o in schema if o.type is dict}
         unknown_keys = [k for k in data if k not in allowed and k.partition(".")[0] not in mappings]
         if unknown_keys:
-            hints = "; ".join(f"{k!r}{_suggest(k, sorted(allowed))}" for k in unknown_keys)
+            hints = "; ".join(f"{k!r}{suggest(k, sorted(allowed))}" for k in unknown_keys)
             raise ConfigError(f"{config_file}: unknown key(s) {hints}")
         for key, value in data.items():
             if key in schema or key.partition(".")[0] in mappings:

@@ -5,20 +5,17 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
+from .sources import CODE, where
+
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 
-#: the precisions a model can run in (``precision``; dvt_ms.kernels.choice), the default first
-PRECISIONS = ("fp32", "bf16", "fp16")
-COMMAND_LINE = "command line"
-DEFAULT = "default"
-CODE = "code"
 _TYPES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
           dict: "a mapping", list: "a list"}
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0"}
-_NULL = {"null", "none", "~"}
+TRUE_WORDS = {"true", "yes", "on", "1"}
+FALSE_WORDS = {"false", "no", "off", "0"}
+NULL_WORDS = {"null", "none", "~"}
 
 
 class ConfigError(ValueError):
@@ -170,15 +167,6 @@ def _copy(value: Any) -> Any:
 # --------------------------------------------------------------------------------------------------
 # value checks
 # --------------------------------------------------------------------------------------------------
-def _where(name: str, sources: Mapping[str, str]) -> str:
-    source = sources.get(name, DEFAULT)
-    if source == COMMAND_LINE:
-        return f"--{name}"
-    if source in (DEFAULT, CODE):
-        return f"{name} ({source})"
-    return f"{source}: {name}"
-
-
 def _coerce(option: Option, value: Any) -> Any:
     """Check ``value`` against the option's type; return it (floats from ints, containers copied)."""
     kind = option.type
@@ -237,7 +225,7 @@ def validate_config(schema: Schema, values: Mapping[str, Any],
         try:
             resolved[option.name] = _coerce(option, values[option.name])
         except (ValueError, TypeError) as exc:
-            raise ConfigError(f"{_where(option.name, sources)}: {exc}") from None
+            raise ConfigError(f"{where(option.name, sources)}: {exc}") from None
     for check in schema.checks:
         check(resolved, sources)
     return resolved

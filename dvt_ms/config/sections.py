@@ -5,8 +5,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..checkpoint.key_mapping import WEIGHT_CHOICES
-from .resolve import _rank, _suggest
-from .schema import DEFAULT, PRECISIONS, ConfigError, Option, Schema, _where
+from ..precision import PRECISIONS, resolve_training_precision
+from .schema import ConfigError, Option, Schema
+from .sources import DEFAULT, rank, suggest, where
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def _registered_model(name: str) -> None:
     from ..models import list_models
 
     if name not in list_models():
-        raise ValueError(f"unknown model {name!r}{_suggest(name, list_models())}; "
+        raise ValueError(f"unknown model {name!r}{suggest(name, list_models())}; "
                          f"available: {', '.join(list_models())}")
 
 
@@ -65,15 +66,15 @@ def _check_model_overrides(values: Dict[str, Any], sources: Dict[str, str]) -> N
     accepted = model_overrides(values["model"])
     unknown = sorted(set(values["model_overrides"]) - accepted)
     if unknown:
-        hints = ", ".join(f"{k!r}{_suggest(k, sorted(accepted))}" for k in unknown)
-        raise ConfigError(f"{_where('model_overrides', sources)}: unknown key(s) {hints} for model "
+        hints = ", ".join(f"{k!r}{suggest(k, sorted(accepted))}" for k in unknown)
+        raise ConfigError(f"{where('model_overrides', sources)}: unknown key(s) {hints} for model "
                           f"{values['model']!r}; accepted: {', '.join(sorted(accepted))}")
     from ..models import model_spec
 
     try:  # the whole architecture (a user-defined cascade included) is checked before any work starts
         model_spec(values["model"], **values["model_overrides"])
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{_where('model_overrides', sources)}: {exc}") from None
+        raise ConfigError(f"{where('model_overrides', sources)}: {exc}") from None
 
 
 def _reconcile_num_classes(values: Dict[str, Any], sources: Dict[str, str]) -> None:
@@ -84,18 +85,18 @@ def _reconcile_num_classes(values: Dict[str, Any], sources: Dict[str, str]) -> N
     if top is None and nested is None:
         return
     if nested is not None and (isinstance(nested, bool) or not isinstance(nested, int) or nested < 1):
-        raise ConfigError(f"{_where('model_overrides.num_classes', sources)}: must be a positive integer, "
+        raise ConfigError(f"{where('model_overrides.num_classes', sources)}: must be a positive integer, "
                           f"got {nested!r}")
     if top is not None and nested is not None and top != nested:
-        top_rank = _rank(sources.get("num_classes", DEFAULT))
-        nested_rank = _rank(sources.get("model_overrides.num_classes", sources.get("model_overrides", DEFAULT)))
+        top_rank = rank(sources.get("num_classes", DEFAULT))
+        nested_rank = rank(sources.get("model_overrides.num_classes", sources.get("model_overrides", DEFAULT)))
         if top_rank == nested_rank:
-            raise ConfigError(f"{_where('num_classes', sources)} is {top} but "
-                              f"{_where('model_overrides.num_classes', sources)} is {nested}; give the number of "
+            raise ConfigError(f"{where('num_classes', sources)} is {top} but "
+                              f"{where('model_overrides.num_classes', sources)} is {nested}; give the number of "
                               "classes once")
         loser, winner = ("model_overrides.num_classes", "num_classes") if top_rank > nested_rank else \
             ("num_classes", "model_overrides.num_classes")
-        logger.info("%s replaces %s", _where(winner, sources), _where(loser, sources))
+        logger.info("%s replaces %s", where(winner, sources), where(loser, sources))
         if top_rank < nested_rank:
             top = nested
     value = nested if top is None else top
@@ -274,31 +275,30 @@ def model_num_exits(model: str, overrides: Optional[Mapping[str, Any]] = None) -
 def _check_training(values: Dict[str, Any], sources: Dict[str, str]) -> None:
     """Cross-key checks of the training section."""
     overrides = values["model_overrides"]
-    from ..train.precision import resolve_training_precision
 
     try:  # again at setup, on the device the run really gets (auto: only there)
         if values["device_target"] != "auto":
             resolve_training_precision(values["precision"], values["amp_level"], values["device_target"],
                                        values["cpu_kernels"])
     except ValueError as exc:
-        raise ConfigError(f"{_where('amp_level', sources)}, {_where('precision', sources)}: {exc}") from None
+        raise ConfigError(f"{where('amp_level', sources)}, {where('precision', sources)}: {exc}") from None
     if "drop_path_rate" in overrides:
-        raise ConfigError(f"{_where('model_overrides', sources)}: set the training drop path rate with the "
+        raise ConfigError(f"{where('model_overrides', sources)}: set the training drop path rate with the "
                           "drop_path key, not model_overrides.drop_path_rate")
     if values["warmup_epochs"] > values["epochs"]:
-        raise ConfigError(f"{_where('warmup_epochs', sources)} ({values['warmup_epochs']}) must not exceed "
-                          f"{_where('epochs', sources)} ({values['epochs']})")
+        raise ConfigError(f"{where('warmup_epochs', sources)} ({values['warmup_epochs']}) must not exceed "
+                          f"{where('epochs', sources)} ({values['epochs']})")
     if values["min_lr"] > values["lr"]:
-        raise ConfigError(f"{_where('min_lr', sources)} ({values['min_lr']}) must not exceed "
-                          f"{_where('lr', sources)} ({values['lr']})")
+        raise ConfigError(f"{where('min_lr', sources)} ({values['min_lr']}) must not exceed "
+                          f"{where('lr', sources)} ({values['lr']})")
     weights = values["exit_weights"]
     if weights is not None:
         exits = model_num_exits(values["model"], overrides)
         if len(weights) != exits:
-            raise ConfigError(f"{_where('exit_weights', sources)}: {len(weights)} weight(s) given but "
+            raise ConfigError(f"{where('exit_weights', sources)}: {len(weights)} weight(s) given but "
                               f"{values['model']} has {exits} exit(s)")
     if values["loss_scale"] == "static" and values["loss_scale_value"] < 1:
-        raise ConfigError(f"{_where('loss_scale_value', sources)} must be >= 1 for a static loss scale, got "
+        raise ConfigError(f"{where('loss_scale_value', sources)} must be >= 1 for a static loss scale, got "
                           f"{values['loss_scale_value']}")
 
 
@@ -383,7 +383,7 @@ TRAIN = Schema("training", [
     Option("label_smoothing", float, default=0.1, validator=_below_one, help="label smoothing"),
     # precision
     Option("amp_level", str, default="auto", choices=("auto", "O0", "O1", "O2", "O3"),
-           help="mixed-precision training (dvt_ms.train.precision): on CPU with the fused kernels, O1/O2 (or auto) "
+           help="mixed-precision training (dvt_ms.precision): on CPU with the fused kernels, O1/O2 (or auto) "
                 "with precision bf16 run the products in bfloat16 and auto with fp32 is O0; with MindSpore's ops "
                 "(GPU/Ascend; CPU with cpu_kernels off and precision fp16) the mindcv levels in float16 (bf16: "
                 "bfloat16, Ascend only): O1 products, O2 all but LayerNorm, O3 everything; auto is O2; master "

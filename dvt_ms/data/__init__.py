@@ -3,7 +3,7 @@ training augmentation and the quickstart set."""
 from .data_config import (
     DataConfig,
     default_data_config,
-    load_image as load_eval_image,
+    load_image,
     preprocess,
     preprocessing_manifest,
     resolve_data_config,
@@ -20,16 +20,14 @@ from .dataset import (
     create_eval_dataset,
     denormalize,
     eval_transforms,
-    load_image,
     resize_size,
 )
 from .synthetic import SHAPES, ShapesDataset, load_manifest, make_shapes_dataset
+from .train_dataset import SkippedImages, TrainDataset
 from .train_transforms import (
     DEFAULT_AUTO_AUGMENT,
     BatchRandomErasing,
     RandAugmentConfig,
-    SkippedImages,
-    TrainDataset,
     batch_mix_op,
     create_train_dataset,
     parse_rand_augment,
@@ -37,11 +35,10 @@ from .train_transforms import (
 )
 
 __all__ = [
-    "DataConfig", "default_data_config", "load_eval_image", "preprocess", "preprocessing_manifest",
+    "DataConfig", "default_data_config", "load_image", "preprocess", "preprocessing_manifest",
     "resolve_data_config", "read_rgb",
     "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD", "DatasetError", "EvalDataset", "ImageFolderInfo",
-    "check_image_folder", "create_eval_dataset", "denormalize", "eval_transforms",
-    "load_image", "resize_size",
+    "check_image_folder", "create_eval_dataset", "denormalize", "eval_transforms", "resize_size",
     "SHAPES", "ShapesDataset", "load_manifest", "make_shapes_dataset",
     "DEFAULT_AUTO_AUGMENT", "BatchRandomErasing", "RandAugmentConfig", "SkippedImages", "TrainDataset",
     "batch_mix_op", "create_train_dataset", "parse_rand_augment", "train_transforms",

@@ -18,7 +18,7 @@ import logging
 import math
 import os
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -145,10 +145,8 @@ def resolve_data_config(model: str, net: Any, *, stored: Optional[Mapping[str, A
     network is an error naming ``source``. ``config`` values of ``crop_pct``, ``interpolation``, ``mean``
     and ``std`` win when not ``None``. ``class_names`` (the training folders) win over stored ones.
     """
-    from ..evaluate import model_image_size, model_num_classes
-
     values: Dict[str, Any] = default_data_config(model)
-    input_size, num_classes = int(model_image_size(net)), int(model_num_classes(net))
+    input_size, num_classes = int(net.spec.image_size), int(net.spec.num_classes)
     names = None
     if stored:
         saved = DataConfig.from_dict(stored, source)
@@ -201,8 +199,12 @@ def preprocess(image: Any, data_config: DataConfig) -> np.ndarray:
     return np.ascontiguousarray(_composed(data_config)(pixels), dtype=np.float32)
 
 
-def load_image(path: PathLike, data_config: DataConfig) -> np.ndarray:
-    """Read (:func:`read_rgb`) and :func:`preprocess` one image file; ``OSError`` naming it if unreadable."""
+def load_image(path: PathLike, data_config: Union[DataConfig, int] = 224) -> np.ndarray:
+    """Read (:func:`read_rgb`) and :func:`preprocess` one image file as the model's float32 ``[3, S, S]``
+    input; ``OSError`` naming the file if unreadable. ``data_config`` is the run's :class:`DataConfig` (an
+    image size gives the ImageNet defaults)."""
+    if not isinstance(data_config, DataConfig):
+        data_config = DataConfig(input_size=data_config)
     return preprocess(read_rgb(path), data_config)
 
 
@@ -225,9 +227,3 @@ def denormalize(image: np.ndarray, data_config: Optional[DataConfig] = None) -> 
     std = np.asarray(std_rgb, dtype=np.float32)[:, None, None] * 255
     return np.clip(np.rint(image * std + mean), 0, 255).astype(np.uint8).transpose(1, 2, 0)
 
-
-def class_names_list(data_config: Optional[DataConfig]) -> Optional[List[str]]:
-    """The class names of a data config as a list, or ``None``."""
-    if data_config is None or data_config.class_names is None:
-        return None
-    return list(data_config.class_names)

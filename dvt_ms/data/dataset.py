@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD", "DatasetError", "ImageFolderInfo", "EvalDataset",
-    "check_image_folder", "create_eval_dataset", "eval_transforms", "resize_size", "load_image", "denormalize",
+    "check_image_folder", "create_eval_dataset", "eval_transforms", "resize_size", "denormalize",
     "file_source", "ImageReader",
 ]
 
@@ -140,14 +140,6 @@ def check_image_folder(root: PathLike, split: str, num_classes: Optional[int] = 
                            f"num_classes={num_classes}")
     return ImageFolderInfo(split_dir, tuple(classes), tuple(files), tuple(labels), tuple(sizes),
                            tuple(sorted(extensions)))
-
-
-def load_image(path: PathLike) -> np.ndarray:
-    """Read one image file as RGB ``uint8 [H, W, 3]``; raises :class:`DatasetError` naming the file."""
-    try:
-        return np.asarray(read_rgb(path), dtype=np.uint8)
-    except OSError as exc:
-        raise DatasetError(str(exc)) from None
 
 
 class ImageReader:

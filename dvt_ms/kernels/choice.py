@@ -25,7 +25,7 @@ from typing import Iterator, Optional, Tuple
 
 import mindspore as ms
 
-from ..config import PRECISIONS
+from ..precision import PRECISIONS, check_precision
 from ..utils.cpuinfo import cpuinfo_flags
 from .build import CPU_KERNEL_MODES, KernelBuildError, library_path
 from .precision import AMP_DTYPES, CHECK_GRAPH_NOTE, check_device_precision
@@ -49,13 +49,6 @@ def cpu_bf16_flags() -> Tuple[str, ...]:
 def cpu_supports_bf16() -> bool:
     """Whether the CPU has bfloat16 dot products, which the ``bf16`` precision needs to be faster than fp32."""
     return bool(cpu_bf16_flags())
-
-
-def check_precision(precision: str) -> str:
-    """``precision`` if it is one of :data:`PRECISIONS`, else a ``ValueError`` naming the choices."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return precision
 
 
 def default_mode() -> str:

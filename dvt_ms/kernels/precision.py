@@ -1,4 +1,4 @@
-"""Which low precision runs where: the one table of precision rules (no model, no config imports).
+"""The MindSpore side of the precision rules (the rules themselves: :mod:`dvt_ms.precision`).
 
 A model carries its precision into its layers (:class:`~dvt_ms.kernels.choice.KernelChoice`). On CPU with
 the fused kernels, ``bf16`` runs their products on bfloat16 operands. With MindSpore's own ops (GPU, Ascend,
@@ -13,30 +13,15 @@ a source rewrite, so it holds for every cascade, in the engine's stage graphs an
 On CPU, MindSpore's float16 kernels run the GPU/Ascend graph, slowly: ``cpu_kernels: off`` with ``fp16``
 is for checking that graph, not for speed.
 """
-from typing import Dict
-
 from mindspore.common import dtype as mstype
+
+from ..precision import DEVICE_PRECISIONS, check_device_precision
 
 __all__ = ["AMP_DTYPES", "DEVICE_PRECISIONS", "check_device_precision", "CHECK_GRAPH_NOTE"]
 
 #: the MindSpore dtype of each low precision
 AMP_DTYPES = {"bf16": mstype.bfloat16, "fp16": mstype.float16}
-#: the precisions MindSpore's own ops run on each device (CPU: float16 kernels exist, for checking the
-#: accelerator graph; MindSpore 2.10's GPU kernels have no bfloat16 matrix products)
-DEVICE_PRECISIONS: Dict[str, tuple] = {"CPU": ("fp32", "fp16"), "GPU": ("fp32", "fp16"),
-                                       "Ascend": ("fp32", "bf16", "fp16")}
 #: what the log says when the GPU/Ascend float16 graph runs on CPU
 CHECK_GRAPH_NOTE = ("MindSpore's own float16 ops on CPU: this checks the GPU/Ascend graph and is slow "
                     "(for speed on CPU use the fused kernels in fp32 or bf16)")
 
-
-def check_device_precision(precision: str, device_target: str) -> str:
-    """``precision`` if MindSpore's own ops run it on ``device_target``, else a ``ValueError`` saying why."""
-    allowed = DEVICE_PRECISIONS.get(device_target)
-    if allowed is None or precision in allowed:
-        return precision
-    if device_target == "GPU" and precision == "bf16":
-        raise ValueError("precision bf16 on GPU: MindSpore 2.10's GPU kernels have no bfloat16 matrix products; "
-                         "use precision fp16 (mixed precision, float16 products) or fp32")
-    raise ValueError(f"precision {precision} is not supported by MindSpore's own ops on {device_target}; "
-                     f"use one of {', '.join(allowed)}")

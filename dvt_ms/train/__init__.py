@@ -14,6 +14,7 @@ pieces it wires together, by hand::
         out = step(images, targets)                              # raises NonFiniteError on NaN/Inf
     manager.save(net, optimizer, ema, epoch, step.global_step, metric=val_top1_last_exit)
 """
+from ..config.training import TRAIN_SCHEMA, resolve_train_config
 from .checkpoints import CheckpointManager
 from .distributed import DistributedContext, DistributedError, init_distributed, launched_distributed, weights_digest
 from .ema import ModelEMA
@@ -23,7 +24,7 @@ from .optim import AdamW, create_optimizer, param_groups, scaled_lr, split_decay
 from .schedule import (cosine_lr, evit_keep_rate, keep_rate_at_step, keep_token_counts, lr_at,
                        quantize_keep_rate)
 from .step import NonFiniteError, StepOutput, TrainStep
-from .loop import TRAIN_SCHEMA, Trainer, TrainingStopped, resolve_train_config
+from .loop import Trainer, TrainingStopped
 from .validation import ema_weights
 from .weights_init import load_pretrained
 

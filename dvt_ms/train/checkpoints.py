@@ -36,7 +36,7 @@ from mindspore import Tensor, nn
 
 from ..checkpoint.errors import CheckpointError
 from ..checkpoint.key_mapping import EMA_PREFIX, OPTIMIZER_PREFIX, checkpoint_entries
-from ..checkpoint.loader import (METADATA_KEY, _decode_metadata, check_compatible, check_dtypes, check_finite,
+from ..checkpoint.loader import (METADATA_KEY, check_compatible, check_dtypes, check_finite, decode_metadata,
                                  check_state, param_array, read_mindspore_entries, save_checkpoint)
 from ..utils.atomic import atomic_path
 from .ema import ModelEMA
@@ -205,7 +205,7 @@ class CheckpointManager:
         if METADATA_KEY not in raw:
             raise CheckpointError(f"{path}: no metadata; not a dvt_ms training checkpoint")
         try:
-            metadata = _decode_metadata(json.loads(raw[METADATA_KEY]))
+            metadata = decode_metadata(json.loads(raw[METADATA_KEY]))
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"{path}: corrupt metadata ({exc})") from None
         _check_format(path, metadata)

@@ -1,6 +1,6 @@
 """The training run behind ``scripts/train.py``: set-up, the epoch loop, validation, logging, checkpoints.
 
-:func:`resolve_train_config` reads ``--config FILE.yaml`` and ``--key value`` flags (schema
+:func:`dvt_ms.config.training.resolve_train_config` reads ``--config FILE.yaml`` and ``--key value`` flags (schema
 :data:`TRAIN_SCHEMA` = ``COMMON + TRAIN`` + ``plot``); :class:`Trainer` does the rest::
 
     config = resolve_train_config(argv)
@@ -50,45 +50,25 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..config import COMMON, TRAIN, Config, ConfigError, Option, Schema, plot_suffix, resolve_config, save_config
+from ..config import Config, ConfigError, save_config
 from ..layers.token_reorganization import kept_token_count
 from ..utils.gears import keep_count_gears, uses_gears
+from ..precision import resolve_training_precision
 from .distributed import DistributedContext, init_distributed
 from .interrupt import StopSignals, TrainingInterrupted
-from .precision import resolve_training_precision
 from .validation import ValResult, counts_to_result, ema_weights, evaluate_shard
 from .weights_init import load_pretrained, reinit_fan_in
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TRAIN_SCHEMA", "Trainer", "TrainingInterrupted", "TrainingStopped", "EpochResult", "epoch_seed",
-           "resolve_train_config", "train_model_overrides"]
+__all__ = ["Trainer", "TrainingInterrupted", "TrainingStopped", "EpochResult", "epoch_seed", "train_model_overrides"]
 
 CONFIG_NAME = "config.yaml"
 WEIGHTS_NAME = "final_weights.ckpt"
 
 
-def _require_data(values: Dict[str, Any], sources: Dict[str, str]) -> None:
-    if not values["data_dir"]:
-        raise ConfigError("missing required key 'data_dir': pass --data_dir DIR (an ImageFolder root holding "
-                          f"{values['train_split']}/ and {values['val_split']}/)")
-
-
-#: The training script's keys: model/data/runtime, training, and where to draw the training curves.
-TRAIN_SCHEMA = COMMON + TRAIN + Schema("training plot", [
-    Option("plot", str, nullable=True, validator=plot_suffix,
-           help="draw the training loss and every exit's validation top-1 per epoch to this .png "
-                "(needs matplotlib); redrawn after every epoch"),
-], checks=[_require_data])
-
-
 class TrainingStopped(RuntimeError):
     """The run cannot go on (a non-finite loss); the message names the step and the last good checkpoint."""
-
-
-def resolve_train_config(argv: Optional[Sequence[str]] = None, description: Optional[str] = None) -> Config:
-    """Flags and ``--config`` file merged and validated against :data:`TRAIN_SCHEMA`."""
-    return resolve_config(TRAIN_SCHEMA, argv, description=description)
 
 
 def train_model_overrides(config: Config) -> Dict[str, Any]:
@@ -151,10 +131,8 @@ class Trainer:
         import mindspore as ms
 
         from ..data import check_image_folder, resolve_data_config
-        from ..evaluate import exit_names, model_image_size, model_num_classes, num_exits
-        from ..model_config import log_model
-        from ..models import create_model, model_family
-        from ..utils.device import configure_device
+        from ..models import create_model, exit_names, model_family, model_image_size, model_num_classes, num_exits
+        from ..run import configure_device, log_model
 
         config = self.config
         self.device = configure_device(config.device_target, config.ms_mode, config.cpu_kernels)

@@ -23,7 +23,7 @@ Mixed precision: ``amp_level`` O0 (float32, default), O1, O2 or O3 through
 with a dynamic loss scaler by default for float16 only. A model that carries its precision (the fused
 CPU kernels' bf16, or level O1 with MindSpore's ops: ``create_model(..., precision=...)``) is stepped at O0.
 On CPU MindSpore's amp is refused for a model on the fused kernels; a model built with ``cpu_kernels="off"``
-takes it in float16 (the GPU/Ascend graph, for checking; :mod:`dvt_ms.train.precision`).
+takes it in float16 (the GPU/Ascend graph, for checking; :mod:`dvt_ms.precision`).
 """
 import logging
 from dataclasses import dataclass
@@ -41,7 +41,7 @@ from ..kernels.ops import non_finite_count_op
 from ..kernels.precision import AMP_DTYPES
 from .ema import ModelEMA
 from .loss import check_targets
-from .precision import AMP_LEVELS
+from ..precision import AMP_LEVELS
 
 logger = logging.getLogger(__name__)
 

@@ -20,41 +20,28 @@ batch-shape strategies are offered:
   remainder runs as one or a few bucket-sized calls; only the last is padded (by repeating one of its
   rows; the padding's outputs are dropped). Each (stage, bucket) compiles once, on first use; later
   remainders reuse the cached graphs. This is the faster mode once the buckets in use are compiled.
-
-The module also has the evaluation-time helpers of ``scripts/infer.py``: image batches (preprocessed by
-the model's data config, :mod:`dvt_ms.data.data_config`), building a model from a checkpoint and picking
-thresholds.
 """
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
 
-from .budget import LAST_THRESHOLD, UNSET_THRESHOLD, exit_assignment, fit_thresholds
-from .data.data_config import IMAGE_EXTENSIONS, DataConfig
-from .data.data_config import load_image as load_eval_image
-from .evaluate import softmax
-from .models.cascade_spec import CascadeSpec
-from .models.dvt import CascadeStage, DynamicVisionTransformer
-from .utils.gears import bucket_gears, uses_gears
+from ..evaluate import softmax
+from ..models.cascade_spec import CascadeSpec
+from ..models.dvt import CascadeStage, DynamicVisionTransformer
+from ..utils.gears import bucket_gears, uses_gears
+from .thresholds import check_thresholds
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "AdaptiveClassifier", "EngineStage", "ExitResult", "SHAPE_MODES", "default_buckets", "stage_input_specs",
-    "softmax", "topk", "exit_probabilities", "thresholds_for_fractions", "calibrate_thresholds",
-    "check_thresholds", "parse_thresholds", "budget_thresholds", "model_from_checkpoint", "load_image",
-    "iter_image_paths", "iter_image_batches", "read_class_names", "exit_fraction_summary",
-]
+__all__ = ["AdaptiveClassifier", "EngineStage", "ExitResult", "SHAPE_MODES", "default_buckets", "exit_probabilities",
+           "stage_input_specs", "topk"]
 
 SHAPE_MODES = ("dynamic", "buckets")
 DEFAULT_MAX_BUCKET = 64
@@ -100,26 +87,6 @@ def topk(probs: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"k must be >= 1, got {k}")
     order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     return order, np.take_along_axis(probs, order, axis=1)
-
-
-def check_thresholds(thresholds: Any, n_exits: int) -> np.ndarray:
-    """Validate per-exit thresholds: 1-D, ``n_exits`` long, no NaN, and the last exit takes everyone."""
-    if isinstance(thresholds, Tensor):
-        thresholds = thresholds.asnumpy()
-    try:
-        arr = np.asarray(thresholds, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"thresholds must be a sequence of numbers, got {thresholds!r}") from None
-    if arr.ndim != 1:
-        raise ValueError(f"thresholds must be 1-D (one per exit), got shape {arr.shape}")
-    if arr.shape[0] != n_exits:
-        raise ValueError(f"thresholds has {arr.shape[0]} entries but the model has {n_exits} exits")
-    if np.isnan(arr).any():
-        raise ValueError(f"thresholds contains NaN at exit {int(np.flatnonzero(np.isnan(arr))[0])}")
-    if arr[-1] > 0:
-        raise ValueError(f"the last threshold is {arr[-1]:g}; it must be <= 0 so that every sample leaves at "
-                         f"the last exit (the official value is {float(LAST_THRESHOLD):g})")
-    return arr.astype(np.float32)
 
 
 @dataclass
@@ -335,9 +302,6 @@ class AdaptiveClassifier:
         return ExitResult(predictions, exits, confidences, all_probs, all_logits)
 
 
-# --------------------------------------------------------------------------------------------------
-# thresholds
-# --------------------------------------------------------------------------------------------------
 def exit_probabilities(model: DynamicVisionTransformer, images: Any, batch_size: int = 64) -> np.ndarray:
     """Softmax outputs ``[n_exits, N, C]`` of the full cascade (every exit, every sample)."""
     model = _check_cascade(model)
@@ -352,195 +316,3 @@ def exit_probabilities(model: DynamicVisionTransformer, images: Any, batch_size:
         outputs = model(Tensor(images[start:start + batch_size]))
         chunks.append(np.stack([softmax(o.asnumpy()) for o in outputs]))
     return np.concatenate(chunks, axis=1)
-
-
-def thresholds_for_fractions(probs: Any, fractions: Sequence[float], *, midpoints: bool = True) -> np.ndarray:
-    """Thresholds that send ``fractions`` of the samples in ``probs`` ``[n_exits, N, C]`` to each exit.
-
-    The thresholds are those of :func:`dvt_ms.budget.fit_thresholds`: ``floor(N * fractions[k])`` of the
-    samples not taken earlier leave at exit ``k``, the rest at the last exit. Such a threshold equals
-    the confidence of one sample, which a recomputation can move by an ulp across it. With
-    ``midpoints`` each threshold is lowered to halfway between that confidence and the next lower one
-    among the samples still in the cascade, which gives the same assignment on ``probs`` with a margin.
-    """
-    probs = np.asarray(probs, dtype=np.float32)
-    fractions = np.asarray(fractions, dtype=np.float64)
-    if fractions.ndim != 1 or probs.ndim != 3 or fractions.shape[0] != probs.shape[0]:
-        raise ValueError(f"fractions (shape {fractions.shape}) must have one entry per exit of probs "
-                         f"[n_exits, N, C] (shape {probs.shape})")
-    if (fractions < 0).any() or not np.isclose(fractions.sum(), 1.0, atol=1e-6):
-        raise ValueError(f"fractions must be >= 0 and sum to 1, got {fractions.tolist()}")
-    thresholds = fit_thresholds(probs, None, fractions.astype(np.float32))
-    if not midpoints:
-        return thresholds
-    conf = probs.max(axis=2)
-    taken = np.zeros(conf.shape[1], dtype=bool)
-    for k in range(probs.shape[0] - 1):
-        if thresholds[k] != UNSET_THRESHOLD:
-            below = conf[k][~taken & (conf[k] < thresholds[k])]
-            if below.size:
-                middle = np.float32((np.float64(thresholds[k]) + np.float64(below.max())) / 2)
-                if below.max() < middle <= thresholds[k]:
-                    thresholds[k] = middle
-        taken |= conf[k] >= thresholds[k]
-    return thresholds
-
-
-def calibrate_thresholds(model: DynamicVisionTransformer, images: Any, fractions: Sequence[float],
-                         batch_size: int = 64) -> np.ndarray:
-    """Thresholds that make ``fractions`` of ``images`` leave at each exit (full cascade run once)."""
-    probs = exit_probabilities(model, images, batch_size)
-    thresholds = thresholds_for_fractions(probs, fractions)
-    counts = np.bincount(exit_assignment(probs, thresholds), minlength=probs.shape[0])
-    logger.info("calibrated thresholds %s: exit counts %s of %d", np.round(thresholds, 6).tolist(),
-                counts.tolist(), probs.shape[1])
-    return thresholds
-
-
-def parse_thresholds(text: str) -> List[float]:
-    """``"0.8,0.6,-1e8"`` -> ``[0.8, 0.6, -1e8]`` (error naming the bad item)."""
-    values = []
-    for item in text.split(","):
-        try:
-            values.append(float(item))
-        except ValueError:
-            raise ValueError(f"{item.strip()!r} is not a number (expected e.g. 0.8,0.6,-1e8)") from None
-    return values
-
-
-def budget_thresholds(metadata: Mapping[str, Any], budget_step: int, n_exits: int,
-                      source: str = "the checkpoint") -> np.ndarray:
-    """Row ``budget_step`` (1-based, as the official p = 1..59) of the metadata's ``dynamic_threshold``."""
-    if "dynamic_threshold" not in metadata:
-        raise ValueError(f"{source} has no 'dynamic_threshold' table; pass --thresholds instead")
-    table = np.asarray(metadata["dynamic_threshold"], dtype=np.float64)
-    if table.ndim != 2 or table.shape[1] != n_exits:
-        raise ValueError(f"{source}: 'dynamic_threshold' must have shape [steps, {n_exits}], got {table.shape}")
-    if isinstance(budget_step, bool) or not 1 <= int(budget_step) <= table.shape[0] \
-            or int(budget_step) != budget_step:
-        raise ValueError(f"budget step must be an integer in 1..{table.shape[0]}, got {budget_step!r}")
-    try:
-        return check_thresholds(table[int(budget_step) - 1], n_exits)
-    except ValueError as exc:
-        raise ValueError(f"{source}: dynamic_threshold row of budget step {budget_step}: {exc}") from None
-
-
-# --------------------------------------------------------------------------------------------------
-# models from checkpoints
-# --------------------------------------------------------------------------------------------------
-def model_from_checkpoint(path: Union[str, os.PathLike], model_name: Optional[str] = None,
-                          overrides: Optional[Mapping[str, Any]] = None,
-                          cpu_kernels: Optional[str] = None,
-                          precision: Optional[str] = None, weights: str = "model") -> Tuple[nn.Cell, Dict[str, Any]]:
-    """Build the model a checkpoint was converted from and load it, with ``cpu_kernels`` and ``precision``
-    (:func:`dvt_ms.models.create_model`); returns ``(model, metadata)``. ``weights``: ``"model"`` or
-    ``"model_ema"`` (the EMA of a training checkpoint or an official training file).
-
-    A ``.ckpt`` of this project names its model (``model``, ``model_overrides``), and so does an official
-    MindSpore DVT ``.ckpt``, recognised from its keys; ``model_name``/``overrides`` must then agree with it.
-    Official PyTorch files name no model and need ``model_name`` (:func:`dvt_ms.model_config.load_model`).
-    """
-    from .model_config import load_model
-
-    loaded = load_model({"model": model_name, "model_overrides": dict(overrides or {}), "cpu_kernels": cpu_kernels,
-                         "precision": precision, "weights": weights}, path)
-    return loaded.net, loaded.metadata
-
-
-# --------------------------------------------------------------------------------------------------
-# images
-# --------------------------------------------------------------------------------------------------
-def load_image(path: Union[str, os.PathLike], data_config: Union[DataConfig, int] = 224) -> np.ndarray:
-    """Read one image as the model's float32 ``[3, S, S]`` input: :func:`dvt_ms.data.data_config.load_image`.
-
-    ``data_config`` is the run's :class:`DataConfig` (an image size gives the ImageNet defaults). Raises
-    ``OSError`` naming the file if it cannot be read.
-    """
-    if not isinstance(data_config, DataConfig):
-        data_config = DataConfig(input_size=data_config)
-    return load_eval_image(path, data_config)
-
-
-def iter_image_paths(inputs: Iterable[Union[str, os.PathLike]]) -> Iterator[Path]:
-    """Files named in ``inputs`` and image files (by extension) under the folders there, walked lazily in
-    sorted order. A path that does not exist raises ``FileNotFoundError`` when it is reached."""
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            for folder, dirs, files in os.walk(path):
-                dirs.sort()
-                for name in sorted(files):
-                    if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
-                        yield Path(folder) / name
-        elif path.exists():
-            yield path
-        else:
-            raise FileNotFoundError(f"{path}: no such file or directory")
-
-
-def iter_image_batches(paths: Iterable[Union[str, os.PathLike]], batch_size: int,
-                       data_config: Union[DataConfig, int] = 224,
-                       ) -> Iterator[Tuple[List[Path], np.ndarray, List[Path]]]:
-    """Yield ``(paths, images [b, 3, S, S], skipped_paths)`` batches preprocessed by :func:`load_image`;
-    unreadable files are logged and skipped. A last batch with only skipped files has an empty image array."""
-    if not isinstance(data_config, DataConfig):
-        data_config = DataConfig(input_size=data_config)
-    image_size = data_config.input_size
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    good: List[Path] = []
-    arrays: List[np.ndarray] = []
-    skipped: List[Path] = []
-    for path in paths:
-        try:
-            arrays.append(load_image(path, data_config))
-            good.append(Path(path))
-        except OSError as exc:
-            logger.warning("skipping %s", exc)
-            skipped.append(Path(path))
-        if len(good) == batch_size:
-            yield good, np.stack(arrays), skipped
-            good, arrays, skipped = [], [], []
-    if good or skipped:
-        images = np.stack(arrays) if arrays else np.zeros((0, 3, image_size, image_size), np.float32)
-        yield good, images, skipped
-
-
-def read_class_names(path: Union[str, os.PathLike], num_classes: int) -> List[str]:
-    """Class names: a text file with one name per line, or JSON (a list, or ``{"0": name}`` /
-    ``{"0": [wnid, name]}`` as in ImageNet's class index)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read class names ({exc})") from None
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from None
-        if isinstance(data, dict):
-            try:
-                items = sorted((int(k), v) for k, v in data.items())
-            except ValueError:
-                raise ValueError(f"{path}: JSON keys must be class indices") from None
-            if [k for k, _ in items] != list(range(len(items))):
-                raise ValueError(f"{path}: JSON keys must be the class indices 0..{len(items) - 1}")
-            data = [v[-1] if isinstance(v, list) and v else v for _, v in items]
-        if not isinstance(data, list):
-            raise ValueError(f"{path}: expected a JSON list or object of class names")
-        names = [str(v) for v in data]
-    else:
-        names = [line.strip() for line in text.splitlines()]
-        while names and not names[-1]:
-            names.pop()
-    if len(names) != num_classes:
-        raise ValueError(f"{path}: {len(names)} class names, but the model has {num_classes} classes")
-    return names
-
-
-def exit_fraction_summary(exits: np.ndarray, n_exits: int) -> str:
-    """``"exit 1: 60.0%, exit 2: 25.0%, ..."`` for a log line."""
-    counts = np.bincount(np.asarray(exits), minlength=n_exits)
-    total = max(int(counts.sum()), 1)
-    return ", ".join(f"exit {k + 1}: {100.0 * c / total:.1f}%" for k, c in enumerate(counts))

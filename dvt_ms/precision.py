@@ -1,4 +1,6 @@
-"""What a training run computes in: the ``precision`` and ``amp_level`` keys, resolved for one device.
+"""The precision rules, with no MindSpore or config import (the ground floor): the precisions a model runs
+in, which of them MindSpore's own ops run on each device, and what a training run computes in: the
+``precision`` and ``amp_level`` keys, resolved for one device.
 
 Master weights, gradients and the optimizer state are float32 in every case; the precision is that of the
 forward and backward computations.
@@ -28,11 +30,17 @@ forward and backward computations.
   underflow and it runs unscaled.
 """
 from dataclasses import dataclass
+from typing import Dict
 
-from ..kernels.choice import check_precision
-from ..kernels.precision import check_device_precision
+__all__ = ["AMP_LEVELS", "DEVICE_PRECISIONS", "PRECISIONS", "TrainingPrecision", "check_device_precision",
+           "check_precision", "resolve_training_precision"]
 
-__all__ = ["AMP_LEVELS", "TrainingPrecision", "resolve_training_precision"]
+#: the precisions a model can run in (``precision``), the default first
+PRECISIONS = ("fp32", "bf16", "fp16")
+#: the precisions MindSpore's own ops run on each device (CPU: float16 kernels exist, for checking the
+#: accelerator graph; MindSpore 2.10's GPU kernels have no bfloat16 matrix products)
+DEVICE_PRECISIONS: Dict[str, tuple] = {"CPU": ("fp32", "fp16"), "GPU": ("fp32", "fp16"),
+                                       "Ascend": ("fp32", "bf16", "fp16")}
 
 AMP_LEVELS = ("O0", "O1", "O2", "O3")
 #: ``amp_level: auto`` on GPU and Ascend
@@ -41,6 +49,25 @@ ACCELERATOR_AUTO_LEVEL = "O2"
 CPU_BF16_LEVELS = ("O1", "O2")
 #: the level the model carries itself with MindSpore's ops (products only; ``create_model(precision=...)``)
 MODEL_CARRIED_LEVEL = "O1"
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`, else a ``ValueError`` naming the choices."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
+def check_device_precision(precision: str, device_target: str) -> str:
+    """``precision`` if MindSpore's own ops run it on ``device_target``, else a ``ValueError`` saying why."""
+    allowed = DEVICE_PRECISIONS.get(device_target)
+    if allowed is None or precision in allowed:
+        return precision
+    if device_target == "GPU" and precision == "bf16":
+        raise ValueError("precision bf16 on GPU: MindSpore 2.10's GPU kernels have no bfloat16 matrix products; "
+                         "use precision fp16 (mixed precision, float16 products) or fp32")
+    raise ValueError(f"precision {precision} is not supported by MindSpore's own ops on {device_target}; "
+                     f"use one of {', '.join(allowed)}")
 
 
 @dataclass(frozen=True)

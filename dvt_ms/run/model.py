@@ -13,10 +13,15 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..checkpoint import detect_layout, load_state, read_checkpoint
+from ..config.sources import where
+from ..data.data_config import resolve_data_config
+from ..models import create_model, model_defaults, model_spec
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["LoadedModel", "normalize", "reconcile_model", "describe_model", "log_model", "parameter_count",
-           "load_model"]
+__all__ = ["LoadedModel", "normalize", "reconcile_model", "check_checkpoint_model", "describe_model", "log_model",
+           "parameter_count", "load_model"]
 
 PathLike = Union[str, Path]
 
@@ -34,18 +39,7 @@ def normalize(value: Any) -> Any:
     return value
 
 
-def _where(key: str, sources: Optional[Mapping[str, str]]) -> str:
-    source = (sources or {}).get(key) or (sources or {}).get(key.partition(".")[0])
-    if source == "command line":
-        return f"--{key}"
-    if source in (None, "default", "code"):
-        return key
-    return f"{source}: {key}"
-
-
 def _layout(checkpoint: PathLike) -> str:
-    from .checkpoint import detect_layout, read_checkpoint
-
     try:
         return f"its weights are in the {detect_layout(read_checkpoint(checkpoint)[0])} layout"
     except ValueError as exc:
@@ -66,15 +60,50 @@ def reconcile_model(model: Optional[str], overrides: Mapping[str, Any], metadata
                              "(and --model_overrides.KEY VALUE for a changed architecture)")
         return model, dict(overrides)
     if model is not None and model != stored_name:
-        raise ValueError(f"{_where('model', sources)} is {model!r} but {checkpoint} holds a {stored_name!r} model")
+        raise ValueError(f"{where('model', sources)} is {model!r} but {checkpoint} holds a {stored_name!r} model")
     stored = metadata.get("model_overrides") or {}
     if not isinstance(stored, Mapping):
         raise ValueError(f"{checkpoint}: model_overrides metadata is not a mapping: {stored!r}")
     for key, value in overrides.items():
         if key in stored and normalize(stored[key]) != normalize(value):
-            raise ValueError(f"{_where('model_overrides.' + key, sources)} is {value!r} but {checkpoint} was "
+            raise ValueError(f"{where('model_overrides.' + key, sources)} is {value!r} but {checkpoint} was "
                              f"written with {key}: {normalize(stored[key])!r}")
     return str(stored_name), {**dict(stored), **dict(overrides)}
+
+
+def check_checkpoint_model(metadata: Mapping[str, Any], model: str, overrides: Mapping[str, Any],
+                           checkpoint: Union[str, Path]) -> None:
+    """Refuse a converted checkpoint whose recorded ``model``/``model_overrides`` differ from the config.
+
+    Some overrides (``qk_scale``, ``keep_rate``, ``fuse_token``) keep every parameter shape, so loading
+    alone would not catch them. When the override mappings differ, the two cascade specs are compared;
+    differences that only spell out defaults are accepted. Official checkpoints record neither key and
+    are not checked.
+    """
+    stored_model = metadata.get("model")
+    if stored_model is not None and stored_model != model:
+        raise ValueError(f"{checkpoint} holds model {stored_model!r} but the config asks for {model!r}")
+    if "model_overrides" not in metadata:
+        return
+    stored = normalize(metadata["model_overrides"] or {})
+    wanted = normalize(dict(overrides))
+    if not isinstance(stored, dict):
+        raise ValueError(f"{checkpoint}: model_overrides metadata is not a mapping: {stored!r}")
+    unset = "<default>"
+    differ = sorted(k for k in set(stored) | set(wanted) if stored.get(k, unset) != wanted.get(k, unset))
+    if not differ:
+        return
+    try:
+        same = model_spec(model, **stored) == model_spec(model, **wanted)
+    except (TypeError, ValueError, KeyError):
+        same = False
+    if same:
+        logger.info("%s: model_overrides differ only in spelled-out defaults (%s)", checkpoint, ", ".join(differ))
+        return
+    detail = ", ".join(f"{k}: checkpoint {stored.get(k, unset)!r} vs config {wanted.get(k, unset)!r}"
+                       for k in differ)
+    raise ValueError(f"{checkpoint} was converted with different model_overrides ({detail}); "
+                     "set model_overrides to match")
 
 
 def parameter_count(net) -> int:
@@ -84,8 +113,6 @@ def parameter_count(net) -> int:
 
 def describe_model(name: str, overrides: Mapping[str, Any], net) -> str:
     """``name``, every architecture value that differs from the registered default, and the parameter count."""
-    from .models import model_defaults
-
     defaults = normalize(model_defaults(name))
     changed = []
     for key in sorted(overrides):
@@ -123,14 +150,9 @@ def load_model(config: Mapping[str, Any], checkpoint: PathLike, sources: Optiona
 
     The checkpoint's model and overrides are used, checked against the config (:func:`reconcile_model`);
     the network is loaded strictly and checked for overrides that keep every shape
-    (:func:`dvt_ms.evaluate.check_checkpoint_model`); the data config is the checkpoint's, changed by the
+    (:func:`check_checkpoint_model`); the data config is the checkpoint's, changed by the
     config's ``crop_pct``/``interpolation``/``mean``/``std`` and by ``class_names``.
     """
-    from .checkpoint import load_state, read_checkpoint
-    from .data.data_config import resolve_data_config
-    from .evaluate import check_checkpoint_model
-    from .models import create_model
-
     weights, metadata = read_checkpoint(checkpoint, config.get("weights") or "model")  # read once
     name, overrides = reconcile_model(config.get("model"), config.get("model_overrides") or {}, metadata,
                                       checkpoint, sources)

@@ -10,7 +10,8 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from .config import CHECKPOINT, OUTPUT, WEIGHTS, ConfigError, Option, Schema, non_empty, non_negative, positive
+from .schema import ConfigError, Option, Schema
+from .sections import CHECKPOINT, OUTPUT, WEIGHTS, non_empty, non_negative, positive
 
 __all__ = [
     "THRESHOLDS", "BUDGET_STEP", "OVERWRITE", "INFER", "EXPORT", "CONVERT", "VISUALIZE", "EXITS", "EVIT",
@@ -19,11 +20,14 @@ __all__ = [
 
 
 def parse_threshold_list(text: str) -> List[float]:
-    """``"0.8,0.6,-1e8"`` as floats; ``ValueError`` for anything else (NaN included)."""
-    try:
-        values = [float(v) for v in str(text).split(",")]
-    except ValueError:
-        raise ValueError(f"expected comma-separated numbers, got {text!r}") from None
+    """``"0.8,0.6,-1e8"`` as floats; ``ValueError`` naming the bad item for anything else (NaN included)."""
+    values = []
+    for item in str(text).split(","):
+        try:
+            values.append(float(item))
+        except ValueError:
+            raise ValueError(f"{item.strip()!r} is not a number (expected comma-separated numbers, e.g. "
+                             f"0.8,0.6,-1e8), in {text!r}") from None
     if any(math.isnan(v) for v in values):
         raise ValueError(f"thresholds must not be NaN: {text!r}")
     return values
