@@ -53,13 +53,15 @@ def main(argv=None) -> int:
 
     from dvt_ms.checkpoint import save_checkpoint
     from dvt_ms.run import load_model, parameter_count
-    from dvt_ms.train.checkpoints import TRAINING_STATE_KEYS
+    from dvt_ms.train.checkpoints import FORMAT, TRAINING_STATE_KEYS
 
     ms.set_context(mode=ms.PYNATIVE_MODE)
     ms.set_device("CPU")
     loaded = load_model({**args, "cpu_kernels": "off"}, src, args.sources)  # never run here
     net = loaded.net
-    metadata = {k: v for k, v in loaded.metadata.items() if k not in TRAINING_STATE_KEYS}
+    metadata = dict(loaded.metadata)
+    if metadata.get("format") == FORMAT:  # a run's own checkpoint: its bookkeeping would make it look resumable
+        metadata = {k: v for k, v in metadata.items() if k not in TRAINING_STATE_KEYS}
     metadata.update(converted_from=src.name, converted_weights=args.weights, data_config=loaded.data_config.to_dict())
     save_checkpoint(net, dst, metadata)
     logger.info("wrote %s: %d parameters, %d values, metadata keys: %s", dst, len(list(net.get_parameters())),
