@@ -16,7 +16,8 @@ confidences and everything outside the fused blocks stay float32. It needs the f
 bfloat16 dot products (AVX512-BF16 or AMX): without them ``cpu_kernels: auto`` falls back to fp32 with a
 warning and ``on`` is an error. ``fp16`` with the fused kernels is refused; with ``cpu_kernels: off`` it runs
 MindSpore's own float16 ops, the graph GPU and Ascend run (for checking; slow). With MindSpore's ops the
-layers cast the operands of their products to :attr:`KernelChoice.product_dtype` (:mod:`dvt_ms.kernels.precision`).
+layers cast the operands of their products to :attr:`KernelChoice.product_dtype`
+(:mod:`dvt_ms.kernels.precision`).
 """
 import contextlib
 import logging
@@ -25,10 +26,10 @@ from typing import Iterator, Optional, Tuple
 
 import mindspore as ms
 
-from ..precision import PRECISIONS, check_precision
+from ..precision import PRECISIONS, check_device_precision, check_precision
 from ..utils.cpuinfo import cpuinfo_flags
 from .build import CPU_KERNEL_MODES, KernelBuildError, library_path
-from .precision import AMP_DTYPES, CHECK_GRAPH_NOTE, check_device_precision
+from .precision import AMP_DTYPES, CHECK_GRAPH_NOTE
 
 logger = logging.getLogger(__name__)
 

@@ -15,9 +15,7 @@ is for checking that graph, not for speed.
 """
 from mindspore.common import dtype as mstype
 
-from ..precision import DEVICE_PRECISIONS, check_device_precision
-
-__all__ = ["AMP_DTYPES", "DEVICE_PRECISIONS", "check_device_precision", "CHECK_GRAPH_NOTE"]
+__all__ = ["AMP_DTYPES", "CHECK_GRAPH_NOTE"]
 
 #: the MindSpore dtype of each low precision
 AMP_DTYPES = {"bf16": mstype.bfloat16, "fp16": mstype.float16}
