@@ -163,6 +163,45 @@ def test_bf16_gelu_epilogue_gradient():
         assert _relative(got.asnumpy(), expected) < 2e-2
 
 
+@pytest.mark.parametrize("backend", ["matmul", "gemm"])
+def test_bf16_product_gradients_take_bfloat16_activations(monkeypatch, backend):
+    """The bf16 products' gradient kernels read bfloat16 activations and output gradients as they are and write
+    bfloat16 gradients for bfloat16 inputs: a dense layer with a narrow output, and attention (scores, softmax,
+    mix, with the transposed products of its gradient), against numpy, on both oneDNN paths."""
+    from mindspore import nn, ops
+
+    from dvt_ms.kernels import ops as fused_ops
+
+    monkeypatch.setenv("DVT_MS_BF16_GEMM", backend)
+    rng = np.random.default_rng(5)
+    x, w, b, g = (rng.standard_normal(shape).astype(np.float32) for shape in ((2, 9, 32), (48, 32), (48,), (2, 9, 48)))
+    q, k, v, g2 = (rng.standard_normal((2, 3, 11, 16)).astype(np.float32) for _ in range(4))
+    linear = fused_ops.linear_op("bf16", narrow=True)
+    scores, softmax = fused_ops.attention_scores_op("bf16"), fused_ops.softmax_op("bf16", narrow=True)
+    mix = fused_ops.attention_mix_op("bf16")
+    bf16 = lambda t: ops.cast(t, ms.bfloat16)  # noqa: E731
+    seen = {}
+
+    class Loss(nn.Cell):
+        def construct(self, x, w, b, q, k, v):
+            y = linear(bf16(x), w, b)
+            out = mix(softmax(scores(bf16(q), bf16(k))), bf16(v))
+            return (ops.cast(y, ms.float32) * Tensor(g)).sum() + (ops.cast(out, ms.float32) * Tensor(g2)).sum()
+
+    grads = ms.grad(Loss(), grad_position=(0, 1, 2, 3, 4, 5))(*(Tensor(t) for t in (x, w, b, q, k, v)))
+    x, q, k, v = (_float(Tensor(t).astype(ms.bfloat16)).astype(np.float64) for t in (x, q, k, v))
+    logits = q @ k.swapaxes(-1, -2)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    dprobs = g2 @ v.swapaxes(-1, -2)
+    dlogits = probs * (dprobs - (dprobs * probs).sum(-1, keepdims=True))
+    expected = (g @ w, g.reshape(-1, 48).T @ x.reshape(-1, 32), g.sum((0, 1)), dlogits @ k,
+                dlogits.swapaxes(-1, -2) @ q, probs.swapaxes(-1, -2) @ g2)
+    for name, got, want in zip(("dx", "dw", "db", "dq", "dk", "dv"), grads, expected):
+        seen[name] = _relative(got.asnumpy(), want)
+    assert all(0 < error < 2e-2 for error in seen.values()), seen
+
+
 def test_bf16_evit_gradients_close_to_fp32():
     """EViT ranks tokens by the attention probabilities, so its blocks keep them float32 in bf16 (MindSpore's CPU
     ops cannot sum bfloat16 gradients); a bf16 training graph compiles and its gradients follow fp32's."""

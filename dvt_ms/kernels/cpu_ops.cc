@@ -289,20 +289,23 @@ inline float Exp(float x) {
   return x != x ? x : result;
 }
 
-// Gaussian CDF Phi(x) = (1 + erf(x / sqrt 2)) / 2, erf by Abramowitz-Stegun 7.1.26 (|error| < 1.5e-7).
-inline float Phi(float x) {
-  const float z = x * kInvSqrt2;
-  const float a = z < 0.0f ? -z : z;
+// Gaussian CDF Phi(x) = (1 + erf(x / sqrt 2)) / 2 given gauss = exp(-x^2 / 2), erf by Abramowitz-Stegun 7.1.26
+// (|error| < 1.5e-7).
+inline float Phi(float x, float gauss) {
+  const float a = (x < 0.0f ? -x : x) * kInvSqrt2;
   const float t = 1.0f / (1.0f + 0.3275911f * a);
   const float poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f +
                                                                                         t * 1.061405429f))));
-  const float erf_abs = 1.0f - poly * Exp(-a * a);
-  return 0.5f * (1.0f + (z < 0.0f ? -erf_abs : erf_abs));
+  const float erf_abs = 1.0f - poly * gauss;
+  return 0.5f * (1.0f + (x < 0.0f ? -erf_abs : erf_abs));
 }
 
-inline float Gelu(float x) { return x * Phi(x); }
+inline float Gelu(float x) { return x * Phi(x, Exp(-0.5f * x * x)); }
 
-inline float GeluGrad(float x) { return Phi(x) + x * kInvSqrt2Pi * Exp(-0.5f * x * x); }
+inline float GeluGrad(float x) {
+  const float gauss = Exp(-0.5f * x * x);
+  return Phi(x, gauss) + x * kInvSqrt2Pi * gauss;
+}
 
 // GELU(x + bias) over rows; a null bias means none.
 void BiasGeluRows(const float *__restrict x, const float *__restrict bias, float *__restrict y, int64_t rows,
@@ -401,15 +404,16 @@ int64_t CountNonFinite(const float *__restrict x, int64_t n) {
   return count;
 }
 
-// Column sums of a [rows, cols] matrix, each thread summing its rows into its own partial row.
-void ColumnSums(const float *x, int64_t rows, int64_t cols, float *out) {
+// Column sums of a float32 or bfloat16 [rows, cols] matrix, each thread summing its rows into its own partial row.
+template <typename T>
+void ColumnSums(const T *x, int64_t rows, int64_t cols, float *out) {
   const int chunks = Chunks(rows, cols);
   std::vector<float> partial(static_cast<size_t>(chunks) * cols, 0.0f);
   ParallelRows(rows, chunks, [&](int chunk, int64_t begin, int64_t end) {
     float *acc = partial.data() + chunk * cols;
     for (int64_t r = begin; r < end; ++r) {
-      const float *xr = x + r * cols;
-      for (int64_t c = 0; c < cols; ++c) acc[c] += xr[c];
+      const T *xr = x + r * cols;
+      for (int64_t c = 0; c < cols; ++c) acc[c] += Load(xr + c);
     }
   });
   std::fill(out, out + cols, 0.0f);
@@ -538,12 +542,11 @@ DVT_TYPED_KERNEL(LayerNormForward) {
   return 0;
 }
 
-// Gradient of LayerNormForward.
-// in: dy [R, C], x [R, C], gamma [C], mean [R], rstd [R]; out: dx [R, C], dgamma [C], dbeta [C]
-DVT_KERNEL(LayerNormBackward, 3) {
-  const float *dy = IN(0), *x = IN(1), *gamma = IN(2), *mean = IN(3), *rstd = IN(4);
-  float *dx = OUT(5), *dgamma = OUT(6), *dbeta = OUT(7);
-  const int64_t cols = shapes[0][ndims[0] - 1], rows = Rows(ndims[0], shapes[0]);
+// Gradient of LayerNormForward. in: dy [R, C] (float32 or bfloat16), x [R, C], gamma [C], mean [R], rstd [R];
+// out: dx [R, C], dgamma [C], dbeta [C]
+template <typename T>
+void LayerNormGrads(const T *dy, const float *x, const float *gamma, const float *mean, const float *rstd, float *dx,
+                    float *dgamma, float *dbeta, int64_t rows, int64_t cols) {
   const int chunks = Chunks(rows, cols);
   std::vector<float> partial(static_cast<size_t>(chunks) * 2 * cols, 0.0f);
   ParallelRows(rows, chunks, [&](int chunk, int64_t begin, int64_t end) {
@@ -551,14 +554,16 @@ DVT_KERNEL(LayerNormBackward, 3) {
     float *acc_beta = acc_gamma + cols;
     std::vector<float> xhat(cols), g(cols);
     for (int64_t r = begin; r < end; ++r) {
-      const float *dyr = dy + r * cols, *xr = x + r * cols;
+      const T *dyr = dy + r * cols;
+      const float *xr = x + r * cols;
       float *dxr = dx + r * cols;
       const float mu = mean[r], inv = rstd[r];
       for (int64_t c = 0; c < cols; ++c) {
+        const float d = Load(dyr + c);
         xhat[c] = (xr[c] - mu) * inv;
-        g[c] = dyr[c] * gamma[c];
-        acc_gamma[c] += dyr[c] * xhat[c];
-        acc_beta[c] += dyr[c];
+        g[c] = d * gamma[c];
+        acc_gamma[c] += d * xhat[c];
+        acc_beta[c] += d;
       }
       const float mean_g = Sum(g.data(), cols) / cols;
       const float mean_gx = Dot(g.data(), xhat.data(), cols) / cols;
@@ -573,6 +578,21 @@ DVT_KERNEL(LayerNormBackward, 3) {
       dgamma[c] += acc_gamma[c];
       dbeta[c] += acc_gamma[cols + c];
     }
+  }
+}
+
+DVT_TYPED_KERNEL(LayerNormBackward) {
+  for (int i = 1; i < 8; ++i) {
+    if (!IsFloat32(dtypes[i])) return 1;
+  }
+  const int64_t cols = shapes[0][ndims[0] - 1], rows = Rows(ndims[0], shapes[0]);
+  if (IsBFloat16(dtypes[0])) {
+    LayerNormGrads(static_cast<const uint16_t *>(params[0]), IN(1), IN(2), IN(3), IN(4), OUT(5), OUT(6), OUT(7), rows,
+                   cols);
+  } else if (IsFloat32(dtypes[0])) {
+    LayerNormGrads(IN(0), IN(1), IN(2), IN(3), IN(4), OUT(5), OUT(6), OUT(7), rows, cols);
+  } else {
+    return 1;
   }
   return 0;
 }
@@ -643,19 +663,38 @@ DVT_TYPED_KERNEL(SoftmaxForward) {
   return 0;
 }
 
-// Gradient of SoftmaxForward from its output. in: dy [R, C], y [R, C]; out: dx [R, C]
-DVT_KERNEL(SoftmaxBackward, 1) {
-  const float *dy = IN(0), *y = IN(1);
-  float *dx = OUT(2);
-  const int64_t cols = shapes[0][ndims[0] - 1], rows = Rows(ndims[0], shapes[0]);
+// Gradient of SoftmaxForward from its output. in: dy [R, C], y [R, C] (each float32 or bfloat16); out: dx [R, C]
+template <typename D, typename Y>
+void SoftmaxGrads(const D *dy, const Y *y, float *dx, int64_t rows, int64_t cols) {
   ParallelRows(rows, Chunks(rows, cols), [&](int, int64_t begin, int64_t end) {
+    std::vector<float> dyr(cols), yr(cols);
     for (int64_t r = begin; r < end; ++r) {
-      const float *dyr = dy + r * cols, *yr = y + r * cols;
+      for (int64_t c = 0; c < cols; ++c) {
+        dyr[c] = Load(dy + r * cols + c);
+        yr[c] = Load(y + r * cols + c);
+      }
+      const float inner = Dot(dyr.data(), yr.data(), cols);
       float *dxr = dx + r * cols;
-      const float inner = Dot(dyr, yr, cols);
       for (int64_t c = 0; c < cols; ++c) dxr[c] = yr[c] * (dyr[c] - inner);
     }
   });
+}
+
+DVT_TYPED_KERNEL(SoftmaxBackward) {
+  const bool dy16 = IsBFloat16(dtypes[0]), y16 = IsBFloat16(dtypes[1]);
+  if (!(dy16 || IsFloat32(dtypes[0])) || !(y16 || IsFloat32(dtypes[1])) || !IsFloat32(dtypes[2])) return 1;
+  const int64_t cols = shapes[0][ndims[0] - 1], rows = Rows(ndims[0], shapes[0]);
+  const void *dy = params[0], *y = params[1];
+  float *dx = OUT(2);
+  if (dy16 && y16) {
+    SoftmaxGrads(static_cast<const uint16_t *>(dy), static_cast<const uint16_t *>(y), dx, rows, cols);
+  } else if (dy16) {
+    SoftmaxGrads(static_cast<const uint16_t *>(dy), static_cast<const float *>(y), dx, rows, cols);
+  } else if (y16) {
+    SoftmaxGrads(static_cast<const float *>(dy), static_cast<const uint16_t *>(y), dx, rows, cols);
+  } else {
+    SoftmaxGrads(static_cast<const float *>(dy), static_cast<const float *>(y), dx, rows, cols);
+  }
   return 0;
 }
 
@@ -780,8 +819,8 @@ static int DenseForward(void **params, int *ndims, int64_t **shapes, bool has_bi
 
 // Gradients of DenseForward. in: dy [R, N], x [R, K], weight [N, K]; out: dx [R, K], dweight [N, K](, dbias [N]).
 // A constant weight (weight_grad false) gets zeros.
-static int DenseBackward(void **params, int *ndims, int64_t **shapes, Precision precision, bool has_bias,
-                         bool weight_grad = true) {
+static int DenseBackward(void **params, int *ndims, int64_t **shapes, bool has_bias, bool weight_grad = true) {
+  const Precision precision = Precision::kFloat32;
   const float *dy = IN(0), *x = IN(1), *weight = IN(2);
   float *dx = OUT(3), *dweight = OUT(4);
   const int64_t n = shapes[0][ndims[0] - 1], rows = Rows(ndims[0], shapes[0]), k = shapes[2][1];
@@ -814,10 +853,10 @@ DVT_KERNEL(LinearResidualForward, 1) {
   });
   return Gemm(precision, 'N', 'T', rows, n, k, x, k, weight, k, y, n, true) ? 0 : 2;
 }
-DVT_PRODUCT_KERNEL(LinearBackward, 3) { return DenseBackward(params, ndims, shapes, precision, true); }
+DVT_KERNEL(LinearBackward, 3) { return DenseBackward(params, ndims, shapes, true); }
 DVT_KERNEL(ProjectForward, 1) { return DenseForward(params, ndims, shapes, false, Precision::kFloat32); }
-DVT_PRODUCT_KERNEL(ProjectBackward, 2) { return DenseBackward(params, ndims, shapes, precision, false); }
-DVT_PRODUCT_KERNEL(ConstProjectBackward, 2) { return DenseBackward(params, ndims, shapes, precision, false, false); }
+DVT_KERNEL(ProjectBackward, 2) { return DenseBackward(params, ndims, shapes, false); }
+DVT_KERNEL(ConstProjectBackward, 2) { return DenseBackward(params, ndims, shapes, false, false); }
 
 // `count` independent products C_i[m, n] = op(A_i) op(B_i) (+ C_i if accumulate) of contiguous [count, ...]
 // tensors, each on one thread, the batch split over the threads. Leading dimensions are those of the
@@ -857,7 +896,8 @@ DVT_KERNEL(AttentionScores, 1) {
 }
 
 // Gradient of AttentionScores. in: dlogits [B, H, N, M], q, k; out: dq = dlogits @ k, dk = dlogits^T @ q
-DVT_PRODUCT_KERNEL(AttentionScoresBackward, 2) {
+DVT_KERNEL(AttentionScoresBackward, 2) {
+  const Precision precision = Precision::kFloat32;
   const HeadShape qs(shapes[1]), ks(shapes[2]);
   const int64_t count = qs.batch * qs.heads;
   const bool ok = BatchedGemm(precision, 'N', 'N', count, qs.tokens, qs.dim, ks.tokens, IN(0), IN(2), OUT(3)) &&
@@ -874,7 +914,8 @@ DVT_KERNEL(AttentionMix, 1) {
 }
 
 // Gradient of AttentionMix. in: dout [B, H, N, D], probs, v; out: dprobs = dout @ v^T, dv = probs^T @ dout
-DVT_PRODUCT_KERNEL(AttentionMixBackward, 2) {
+DVT_KERNEL(AttentionMixBackward, 2) {
+  const Precision precision = Precision::kFloat32;
   const HeadShape ps(shapes[1]), vs(shapes[2]);
   const int64_t count = ps.batch * ps.heads;
   const bool ok = BatchedGemm(precision, 'N', 'T', count, ps.tokens, vs.tokens, vs.dim, IN(0), IN(2), OUT(3)) &&
@@ -920,3 +961,4 @@ DVT_PRODUCT_KERNEL(ConstChannelMixBackward, 3) { return ChannelMixGrads(params, 
 
 // The bfloat16 forward products, which take and give bfloat16 activations.
 #include "cpu_ops_activations.inc"
+#include "cpu_ops_bf16_grads.inc"

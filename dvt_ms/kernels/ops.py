@@ -174,16 +174,14 @@ def linear_op(precision: str = "fp32", narrow: bool = False) -> ops.Custom:
 def linear_gelu_op(precision: str = "bf16") -> ops.Custom:
     """``(x [..., K], weight [N, K], bias [N]) -> GELU(x @ weight.T + bias)`` (exact GELU) in one product whose
     epilogue applies bias and GELU to the float32 accumulators; the result is a ``narrow`` activation. ``bf16``
-    only (fp32 models fuse the bias into :func:`bias_gelu_op` instead). The gradient recomputes the
+    only (fp32 models fuse the bias into :func:`bias_gelu_op` instead). The gradient, one kernel, recomputes the
     pre-activation with one more product rather than keeping it from the forward pass."""
     if precision != "bf16":
         raise ValueError(f"linear_gelu_op is a bf16 kernel, not {precision!r}")
-    pre_activation = linear_op(precision)
-    gelu_backward = _aot("GeluBackward", lambda dy, x: x, lambda dy, x: x)
-    backward = _linear_backward(precision)
+    backward = _aot("LinearGeluBackwardBf16", lambda dy, x, w, b: (x, w, b), lambda dy, x, w, b: (x, w, b))
 
     def bprop(x, weight, bias, out, dout):
-        return backward(gelu_backward(dout, pre_activation(x, weight, bias)), x, weight)
+        return backward(dout, x, weight, bias)
 
     return _aot(_product("LinearGeluForward", precision), lambda x, w, b: list(x[:-1]) + [w[0]],
                 _activation(precision, True), bprop)
