@@ -959,6 +959,6 @@ static int ChannelMixGrads(void **params, int64_t **shapes, Precision precision,
 DVT_PRODUCT_KERNEL(ChannelMixBackward, 3) { return ChannelMixGrads(params, shapes, precision, true); }
 DVT_PRODUCT_KERNEL(ConstChannelMixBackward, 3) { return ChannelMixGrads(params, shapes, precision, false); }
 
-// The bfloat16 forward products, which take and give bfloat16 activations.
+// The bfloat16 products and their gradients, which take and give bfloat16 activations.
 #include "cpu_ops_activations.inc"
 #include "cpu_ops_bf16_grads.inc"
