@@ -161,6 +161,40 @@ def test_attention_matches_mindspore(heads, tokens, bias):
 
 
 @needs_kernels
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_constant_and_trainable_variants_keep_their_own_gradients(precision):
+    """A product with a constant weight (DVT's resampling matrices) and the same product with a trainable weight
+    are distinct ops: in one graph the constant gets a zero gradient and the trainable weight its true one
+    (MindSpore keys a custom op's gradient by its kernel's name)."""
+    x, fixed, trained, w = tensor(2, 5, 6), tensor(5, 5), tensor(3, 5), tensor(2, 3, 6)
+    tokens, fixed_p, trained_p, w2 = tensor(4, 6), tensor(6, 6), tensor(5, 6), tensor(4, 5)
+    zeros5, zeros3 = Tensor(np.zeros(5, np.float32)), Tensor(np.zeros(3, np.float32))
+
+    class Products(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.mix_constant = kernel_ops.channel_mix_op(constant=True, precision=precision)
+            self.mix = kernel_ops.channel_mix_op(precision=precision)
+            self.project_constant = kernel_ops.project_op(constant=True, precision=precision)
+            self.project = kernel_ops.project_op(precision=precision)
+
+        def construct(self, x, fixed, trained, tokens, fixed_p, trained_p):
+            mixed = self.mix(self.mix_constant(x, fixed, zeros5), trained, zeros3)
+            projected = self.project(self.project_constant(tokens, fixed_p), trained_p)
+            return (mixed * w).sum() + (projected * w2).sum()
+
+    grads = ms.grad(Products(), grad_position=(1, 2, 4, 5))(x, fixed, trained, tokens, fixed_p, trained_p)
+    d_fixed, d_trained, d_fixed_p, d_trained_p = (g.asnumpy() for g in grads)
+    assert not d_fixed.any() and not d_fixed_p.any()
+    resampled = np.einsum("oi,bil->bol", fixed.asnumpy(), x.asnumpy())
+    hidden = tokens.asnumpy() @ fixed_p.asnumpy().T
+    tolerance = 1e-5 if precision == "fp32" else 3e-2
+    for got, expected in ((d_trained, np.einsum("bol,bil->oi", w.asnumpy(), resampled)),
+                          (d_trained_p, w2.asnumpy().T @ hidden)):
+        assert np.abs(got - expected).max() <= tolerance * np.abs(expected).max(), (got, expected)
+
+
+@needs_kernels
 def test_gelu_is_exact_over_a_wide_range():
     from dvt_ms.layers import GELU
 

@@ -59,9 +59,9 @@ def _activation(precision: str, narrow: bool):
 
 
 def _aot(name: str, out_shape, out_dtype, bprop=None) -> ops.Custom:
-    """The kernel ``name`` as an op. MindSpore keys an op's shape inference (in PyNative also its dtype) by its
-    function name, so every variant with another output dtype or other inputs has a name of its own
-    (cpu_ops_activations.inc)."""
+    """The kernel ``name`` as an op. MindSpore keys an op's shape inference (in PyNative also its dtype) and, in
+    graph mode, its gradient by its function name, so every variant with another output dtype, other inputs or
+    another gradient (a constant weight's ``Const...``) has a name of its own (cpu_ops_activations.inc)."""
     def checked(*dtypes):
         if any(_element_type(dtype) not in _INPUT_DTYPES for dtype in dtypes):
             raise TypeError(f"the fused CPU kernel {name} takes float32 or bfloat16 inputs, got "
@@ -211,8 +211,8 @@ def project_op(constant: bool = False, precision: str = "fp32", narrow: bool = F
     def bprop(x, weight, out, dout):
         return backward(dout, x, weight)
 
-    return _aot(_product("ProjectForwardNarrow" if narrow else "ProjectForward", precision),
-                lambda x, w: list(x[:-1]) + [w[0]], _activation(precision, narrow), bprop)
+    name = ("Const" if constant else "") + ("ProjectForwardNarrow" if narrow else "ProjectForward")
+    return _aot(_product(name, precision), lambda x, w: list(x[:-1]) + [w[0]], _activation(precision, narrow), bprop)
 
 
 @lru_cache(maxsize=None)
@@ -261,8 +261,8 @@ def channel_mix_op(constant: bool = False, precision: str = "fp32", narrow: bool
     def bprop(x, weight, bias, out, dout):
         return backward(dout, x, weight)
 
-    return _aot(_product("ChannelMixForwardNarrow" if narrow else "ChannelMixForward", precision),
-                lambda x, w, b: [x[0], w[0], x[2]], _activation(precision, narrow), bprop)
+    name = ("Const" if constant else "") + ("ChannelMixForwardNarrow" if narrow else "ChannelMixForward")
+    return _aot(_product(name, precision), lambda x, w, b: [x[0], w[0], x[2]], _activation(precision, narrow), bprop)
 
 
 @lru_cache(maxsize=None)
