@@ -43,19 +43,35 @@ a complete epoch or at a step boundary).
 """
 import logging
 import math
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import mindspore as ms
 import numpy as np
+from mindspore import Tensor
 
+from ..checkpoint import save_checkpoint
 from ..config import Config, ConfigError, save_config
+from ..data import check_image_folder, create_eval_dataset, create_train_dataset, resolve_data_config
 from ..layers.token_reorganization import kept_token_count
-from ..utils.gears import keep_count_gears, uses_gears
+from ..models import create_model, exit_names, model_family, model_image_size, model_num_classes, num_exits
+from ..plots import PlotUnavailable
 from ..precision import resolve_training_precision
+from ..run import configure_device, log_model
+from ..utils.gears import keep_count_gears, uses_gears
+from .checkpoints import CheckpointManager
 from .distributed import DistributedContext, init_distributed
+from .ema import ModelEMA
 from .interrupt import StopSignals, TrainingInterrupted
+from .lock import RunLock
+from .loss import MultiExitLoss
+from .metrics import MetricsLogger, plot_metrics
+from .optim import create_optimizer, scaled_lr
+from .schedule import cosine_lr, keep_rate_at_step, quantize_keep_rate
+from .step import NonFiniteError, TrainStep
 from .validation import ValResult, counts_to_result, ema_weights, evaluate_shard
 from .weights_init import load_pretrained, reinit_fan_in
 
@@ -128,12 +144,6 @@ class Trainer:
     # ---------------------------------------------------------------------------------------- set-up
     def setup(self) -> None:
         """Everything before the first step; every config or data problem is raised from here."""
-        import mindspore as ms
-
-        from ..data import check_image_folder, resolve_data_config
-        from ..models import create_model, exit_names, model_family, model_image_size, model_num_classes, num_exits
-        from ..run import configure_device, log_model
-
         config = self.config
         self.device = configure_device(config.device_target, config.ms_mode, config.cpu_kernels)
         if self.dist is None:
@@ -181,10 +191,6 @@ class Trainer:
         self._setup_keep_rate()
         self._setup_step()
 
-        from .checkpoints import CheckpointManager
-        from .lock import RunLock
-        from .metrics import MetricsLogger
-
         # nothing is written into output_dir before run() trains a step: a refused or no-op resume leaves
         # it as it was; the lock (rank 0) keeps a second run out of it from here on
         self.lock = RunLock(self.output_dir).acquire() if dist.is_main else None
@@ -209,9 +215,6 @@ class Trainer:
                     dist.world_size, self.steps_per_epoch, config.epochs, config.cooldown_epochs, self.peak_lr)
 
     def _setup_optimizer(self) -> None:
-        from .optim import create_optimizer, scaled_lr
-        from .schedule import cosine_lr
-
         config = self.config
         self.peak_lr = (scaled_lr(config.lr, self.global_batch, config.lr_batch_size)
                         if config.lr_scaling == "linear" else float(config.lr))
@@ -252,8 +255,6 @@ class Trainer:
         """The (quantized) EViT keep rate of ``global_step``, or ``None`` (the model's own)."""
         if self.keep_target is None:
             return None
-        from .schedule import keep_rate_at_step, quantize_keep_rate
-
         config = self.config
         rate = keep_rate_at_step(global_step, self.steps_per_epoch, self.keep_target,
                                  start_epoch=config.shrink_start_epoch,
@@ -261,10 +262,6 @@ class Trainer:
         return quantize_keep_rate(rate, self.num_image_tokens, config.keep_rate_token_step, self.keep_gears)
 
     def _setup_step(self) -> None:
-        from .ema import ModelEMA
-        from .loss import MultiExitLoss
-        from .step import TrainStep
-
         config = self.config
         precision = self.precision
         loss_scale = {"auto": "dynamic" if precision.loss_scaling else None, "dynamic": "dynamic",
@@ -293,8 +290,6 @@ class Trainer:
                            self.global_batch, self.step.global_step)
         scaler = self.step.loss_scaler
         if scaler is not None and saved.get("loss_scale") is not None and hasattr(scaler, "scale_value"):
-            from mindspore import Tensor
-
             scaler.scale_value.set_data(Tensor(np.float32(saved["loss_scale"])))
         self.start_epoch = done + 1
         self.start_step = int(meta.get("epoch_step") or 0)
@@ -307,8 +302,6 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------------- epochs
     def _train_data(self, epoch: int):
-        from ..data.train_transforms import create_train_dataset
-
         config, dist = self.config, self.dist
         data = create_train_dataset(
             self.train_info.root, config.batch_size, self.num_classes, image_size=self.image_size,
@@ -329,10 +322,6 @@ class Trainer:
         carried by rank 0, so the epoch's record is the one of an uninterrupted epoch. A stop signal ends
         the epoch after the current step with a step checkpoint (``EpochResult.interrupted``).
         """
-        from mindspore import Tensor
-
-        from .step import NonFiniteError
-
         config, dist = self.config, self.dist
         data = self._train_data(epoch)
         iterator = data.dataset.create_tuple_iterator(output_numpy=True, num_epochs=1)
@@ -452,8 +441,6 @@ class Trainer:
 
     def validate(self) -> ValResult:
         """Per-exit top-1/top-5 of the current weights over the whole val split (summed over ranks)."""
-        from ..data import create_eval_dataset
-
         config, dist = self.config, self.dist
         data = create_eval_dataset(self.val_info.root, config.batch_size, self.data_config,
                                    num_shards=dist.num_shards, shard_id=dist.shard_id,
@@ -499,9 +486,6 @@ class Trainer:
                           metric=result.val.top1[-1] if result.val else None, extra=self._extra(result.lr, result.val))
 
     def _plot(self) -> None:
-        from ..plots import PlotUnavailable
-        from .metrics import plot_metrics
-
         try:
             plot_metrics(self.metrics.path, self.config.plot)
         except PlotUnavailable as exc:
@@ -511,8 +495,6 @@ class Trainer:
 
     def _write_weights(self, epoch: int, val: ValResult) -> Optional[Path]:
         """Plain weights of the final model (readable by scripts/eval.py and dvt_ms.load_checkpoint)."""
-        from ..checkpoint import save_checkpoint
-
         if not self.dist.is_main:
             return None
         meta = dict(model=self.config.model,
@@ -539,8 +521,6 @@ class Trainer:
 
     def _interrupted(self, signum: int, epoch: int, steps: Optional[int]) -> TrainingInterrupted:
         """The exception (and its one log line, rank 0) of a run stopped by ``signum``."""
-        import signal
-
         if steps is None:
             where, path = f"after epoch {epoch}", self.manager.epoch_path(epoch)
         else:
