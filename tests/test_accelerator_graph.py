@@ -30,14 +30,14 @@ from mindspore import Tensor, ops
 from dvt_ms import create_model, load_checkpoint
 from dvt_ms.export import export_cascade
 from dvt_ms.infer import AdaptiveClassifier, softmax, thresholds_for_fractions
-from dvt_ms.models import list_models, model_family, model_spec
+from dvt_ms.models import list_models, model_family
 from dvt_ms.models.tokenizers import T2TTokenizer
 from dvt_ms.train import MultiExitLoss, TrainStep, create_optimizer
 from dvt_ms.precision import resolve_training_precision
 from dvt_ms.train.weights_init import reinit_fan_in
 from dvt_ms.utils.yaml_io import load_yaml
 from tests.test_export import run_exported
-from tests.tiny_models import tiny_overrides
+from tests.tiny_models import one_per_tiny_spec, tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 FOUR_STAGE = "four_stage_yaml"
@@ -72,16 +72,7 @@ def _model_name(case: str) -> str:
     return "dvt_deit_small" if case == FOUR_STAGE else case
 
 
-def _cases():
-    """One case per distinct tiny model: registered models with the same spec and family share one."""
-    groups = {}
-    for name in list_models() + [FOUR_STAGE]:
-        key = (model_spec(_model_name(name), **_tiny(name)), model_family(_model_name(name)))
-        groups.setdefault(key, []).append(name)
-    return [names[0] for names in groups.values()], ["+".join(names) for names in groups.values()]
-
-
-CASES, CASE_IDS = _cases()
+CASES, CASE_IDS = one_per_tiny_spec(list_models() + [FOUR_STAGE], _model_name, _tiny)
 #: one case per model family (deit, evit, t2t, dvt): the model classes whose code amp O1's rewrite reads
 FAMILY_CASES = list({model_family(_model_name(case)): case for case in reversed(CASES)}.values())
 

@@ -19,6 +19,7 @@ from dvt_ms import create_model
 from dvt_ms.budget import budget_curve
 from dvt_ms.checkpoint import save_checkpoint
 from dvt_ms.config import ConfigError
+from dvt_ms.config.sources import COMMAND_LINE
 from dvt_ms.data import DatasetError, check_image_folder, create_eval_dataset
 from dvt_ms.evaluate import (
     fit_subset_indices,
@@ -27,7 +28,8 @@ from dvt_ms.evaluate import (
     topk_accuracy,
 )
 from dvt_ms.flops import count
-from dvt_ms.run.model import check_checkpoint_model
+from dvt_ms.models import model_defaults
+from dvt_ms.run.model import reconcile_model
 
 from .script_loader import load_script, script_env
 
@@ -348,8 +350,8 @@ def test_error_saved_modes_without_stored_results(ws, reference, eval_main):
 def test_error_checkpoint_for_another_architecture(ws, reference, eval_main):
     # qk_scale keeps every parameter shape: only the recorded overrides reveal the difference
     overrides = json.dumps({**OVERRIDES, "qk_scale": 0.5})
-    with pytest.raises(ValueError, match=r"different model_overrides \(qk_scale: checkpoint '<default>' vs "
-                                         r"config 0.5\)"):
+    with pytest.raises(ValueError, match=r"^--model_overrides.qk_scale is 0.5 but \S*dvt.ckpt was written with no "
+                                         r"qk_scale \(default None\)$"):
         eval_main(_args(ws, reference, "--model_overrides", overrides))
 
 
@@ -449,6 +451,23 @@ def test_stored_metadata_is_checked():
                        "budgeted_batch_classification": [[1], [2]]}, "x.pth")
     with pytest.raises(ValueError, match="must be \\[flops_list, accuracy_list\\]"):
         saved_results({"flops": [1], "anytime_classification": [1], "budgeted_batch_classification": [1]}, "x")
-    with pytest.raises(ValueError, match="holds model 'deit_small' but the config asks for 'deit_tiny'"):
-        check_checkpoint_model({"model": "deit_small"}, "deit_tiny", {}, "x.ckpt")
-    check_checkpoint_model({}, "deit_tiny", {"depth": 3}, "official.pth")  # official files record nothing
+
+
+def test_a_checkpoint_that_records_its_architecture_is_built_as_recorded():
+    sources = {"model": COMMAND_LINE, "model_overrides": "run.yaml"}
+    with pytest.raises(ValueError, match=r"^--model is 'deit_tiny' but x.ckpt holds a 'deit_small' model$"):
+        reconcile_model("deit_tiny", {}, {"model": "deit_small"}, "x.ckpt", sources)
+    # official files record nothing: the config's model and architecture are built
+    assert reconcile_model("deit_tiny", {"depth": 3}, {}, "official.pth") == ("deit_tiny", {"depth": 3})
+    recorded = {"model": "deit_small", "model_overrides": {"depth": 4, "num_classes": 5}}
+    assert reconcile_model(None, {"depth": 4}, recorded, "x.ckpt") == ("deit_small", {"depth": 4, "num_classes": 5})
+    mlp_ratio = model_defaults("deit_small")["mlp_ratio"]  # spelled out: the recorded architecture
+    assert reconcile_model("deit_small", {"mlp_ratio": mlp_ratio}, recorded, "x.ckpt") == (
+        "deit_small", {"depth": 4, "num_classes": 5, "mlp_ratio": mlp_ratio})
+    # qk_scale keeps every parameter shape: loading would not catch it
+    with pytest.raises(ValueError, match=r"^run.yaml: model_overrides.depth is 6 but x.ckpt was written with depth: 4; "
+                                         r"run.yaml: model_overrides.qk_scale is 0.5 but x.ckpt was written with no "
+                                         r"qk_scale \(default None\)$"):
+        reconcile_model(None, {"depth": 6, "qk_scale": 0.5}, recorded, "x.ckpt", sources)
+    with pytest.raises(ValueError, match="x.ckpt: model_overrides metadata is not a mapping"):
+        reconcile_model(None, {}, {"model": "deit_small", "model_overrides": [1]}, "x.ckpt")

@@ -18,12 +18,18 @@ import math
 
 import pytest
 
-from dvt_ms import create_model
+from dvt_ms import create_model, list_models
 from dvt_ms.flops import count, count_breakdown
+from dvt_ms.models import model_overrides
+
+from .tiny_models import one_per_tiny_spec, tiny_overrides
 
 TOLERANCE = 0.03
 G = 1e9
 TINY = dict(embed_dim=64, depth=2, num_heads=2, num_classes=10)
+#: every registered cascade with feature and relation reuse, one per distinct tiny spec
+REUSE_CASES, REUSE_CASE_IDS = one_per_tiny_spec(
+    [name for name in list_models() if {"feature_reuse", "relation_reuse"} <= model_overrides(name)])
 
 
 def _close(value: float, published_g: float) -> bool:
@@ -104,15 +110,20 @@ def test_evit_token_counts_follow_the_model():
     assert parts["mlp"] == mlp
 
 
-@pytest.mark.parametrize("name", ["dvt_deit_small", "dvt_t2t_vit_12"])
+@pytest.mark.parametrize("name", REUSE_CASES, ids=REUSE_CASE_IDS)
 def test_reuse_modules_add_cost(name):
-    with_reuse = count(create_model(name, **TINY))
-    without = count(create_model(name, feature_reuse=False, relation_reuse=False, **TINY))
-    assert with_reuse[0] == without[0]  # the first stage has nothing to reuse
-    assert with_reuse[1] > without[1] and with_reuse[2] > without[2]
-    only_features = count_breakdown(create_model(name, relation_reuse=False, **TINY))
-    only_relations = count_breakdown(create_model(name, feature_reuse=False, **TINY))
-    for stage in (1, 2):
+    tiny = tiny_overrides(name)
+
+    def breakdown(feature_reuse: bool, relation_reuse: bool):
+        net = create_model(name, feature_reuse=feature_reuse, relation_reuse=relation_reuse, **tiny)
+        return count(net, tiny["image_size"]), count_breakdown(net, tiny["image_size"])
+
+    (with_reuse, _), (without, _) = breakdown(True, True), breakdown(False, False)
+    _, only_features = breakdown(True, False)
+    _, only_relations = breakdown(False, True)
+    assert len(with_reuse) >= 2 and with_reuse[0] == without[0]  # the first stage has nothing to reuse
+    for stage in range(1, len(with_reuse)):
+        assert with_reuse[stage] > without[stage]
         assert only_features[stage]["feature_reuse"] > 0 and only_features[stage]["relation_reuse"] == 0
         assert only_relations[stage]["relation_reuse"] > 0 and only_relations[stage]["feature_reuse"] == 0
 

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from mindspore import Tensor, nn, ops
 
-from dvt_ms import create_model, kernels
+from dvt_ms import create_model, kernels, list_models
 from dvt_ms.kernels import STOCK, KernelChoice, UsesKernels, build
 from dvt_ms.kernels import ops as kernel_ops
 from tests.script_loader import script_env
+from tests.tiny_models import one_per_tiny_spec, tiny_overrides
 
 needs_kernels = pytest.mark.skipif(not KernelChoice.resolve("auto", "CPU").available,
                                    reason="the fused CPU kernels cannot be built here")
@@ -23,6 +24,17 @@ def fused_choice() -> KernelChoice:
     return KernelChoice.resolve("on", "CPU")
 
 TINY = dict(embed_dim=48, depth=2, num_heads=3, mlp_ratio=2.0, num_classes=10)
+#: Known bug, left to the kernels' owner: in graph mode, on the fused kernels, the relation-reuse parameters of
+#: these cascades get no gradient (they never train) while feature reuse is on; with feature_reuse=False, in
+#: PyNative, and in the T2T cascades they do. Suspected cause: MindSpore keys a custom op by its function name,
+#: and feature reuse's constant channel mix (no weight gradient) shares ChannelMixForward with relation reuse's
+#: trainable ones. Strict: a fix shows up as a failure here.
+RELATION_REUSE_NO_GRADIENT = ("dvt_deit_small", "dvt_evit_deit_small", "dvt_mindspore_deit_small")
+MODEL_CASES, MODEL_CASE_IDS = one_per_tiny_spec(list_models())
+MODEL_PARAMS = [pytest.param(name, id=case_id, marks=pytest.mark.xfail(
+                    name in RELATION_REUSE_NO_GRADIENT, strict=True,
+                    reason="fused kernels: relation-reuse parameters get no gradient beside feature reuse"))
+                for name, case_id in zip(MODEL_CASES, MODEL_CASE_IDS)]
 RNG = np.random.default_rng(0)
 
 
@@ -244,20 +256,22 @@ def test_float16_inputs_are_refused_with_the_kernel_named():
         softmax(Tensor(np.ones((2, 3), np.float16)))
 
 
-# ---- whole models
+# ---- whole models: every registered one (list_models()), at tiny sizes
 @needs_kernels
-@pytest.mark.parametrize("name,extra", [("deit_small", {}), ("evit_deit_small", {"keep_rate": 0.7, "drop_loc": [1], "fuse_token": True}),
-                                        ("dvt_deit_small", {}), ("dvt_t2t_vit_12", {})])
-def test_models_match_mindspore_ops(name, extra):
+@pytest.mark.parametrize("name", MODEL_PARAMS)
+def test_models_match_mindspore_ops(name):
+    overrides = tiny_overrides(name)
+
     def build(kernels):
         ms.set_seed(3)
-        return create_model(name, **TINY, **extra, cpu_kernels=kernels)
+        return create_model(name, **overrides, cpu_kernels=kernels)
 
     fused, stock = fused_and_stock(build)
     assert fused_layers(stock) == 0 and fused_layers(fused) > 0
-    x = tensor(2, 3, 224, 224)
+    size = fused.spec.image_size
+    x = tensor(2, 3, size, size)
     with_exits = isinstance(fused(x), tuple)
-    w = tensor(2, TINY["num_classes"])
+    w = tensor(2, fused.spec.num_classes)
 
     class LastExit(nn.Cell):
         def __init__(self, net):
@@ -268,7 +282,11 @@ def test_models_match_mindspore_ops(name, extra):
             out = self.net(images)
             return out[-1] if with_exits else out
 
-    assert_same(outputs_and_grads(LastExit(fused), [x], w), outputs_and_grads(LastExit(stock), [x], w), 2e-5)
+    fused_values, stock_values = outputs_and_grads(LastExit(fused), [x], w), outputs_and_grads(LastExit(stock), [x], w)
+    names = [p.name for p in LastExit(stock).trainable_params()]
+    no_gradient = [n for n, a, b in zip(names, fused_values[2:], stock_values[2:]) if np.any(b) and not np.any(a)]
+    assert not no_gradient, f"parameters with a gradient on MindSpore's ops but none on the kernels: {no_gradient}"
+    assert_same(fused_values, stock_values, 2e-5)
 
 
 @needs_kernels

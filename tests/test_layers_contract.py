@@ -1,5 +1,6 @@
 """The package's floors (issue 19): the import-linter ``layers`` contract of pyproject.toml holds, counting
 every import (module-level and inside functions), and no set of modules imports itself in a circle."""
+import ast
 import os
 import subprocess
 import sys
@@ -99,3 +100,102 @@ def test_the_cycle_finder_finds_a_cycle():
     graph.add_import(importer="p.b", imported="p.a")
     graph.add_import(importer="p.c", imported="p.a")
     assert _cycles(graph) == [{"p.a", "p.b"}]
+
+
+# --------------------------------------------------------------------------------------------------
+# every import of the package's own modules is at module level
+# --------------------------------------------------------------------------------------------------
+PACKAGE = ROOT / "dvt_ms"
+#: own packages whose modules import an optional third-party package at their top: importing them inside
+#: a function is the optional dependency's lazy import (test_only_the_torch_reference_may_be_imported_late)
+NEEDS_OPTIONAL = {"dvt_ms.reference": "torch"}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported_modules(node: ast.AST, module: str, is_package: bool) -> List[str]:
+    """The absolute module names an ``import``/``from ... import`` statement names."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if node.level == 0:
+        return [node.module or ""]
+    base = module.split(".")
+    base = base[:len(base) - node.level + (1 if is_package else 0)]
+    prefix = ".".join(base + ([node.module] if node.module else []))
+    return [prefix] if node.module else [f"{prefix}.{alias.name}" for alias in node.names]
+
+
+def _is_own(name: str) -> bool:
+    return name == "dvt_ms" or name.startswith("dvt_ms.")
+
+
+def _optional(name: str) -> bool:
+    return any(name == package or name.startswith(package + ".") for package in NEEDS_OPTIONAL)
+
+
+def late_own_imports(source: str, path: Path) -> List[str]:
+    """``file:line`` of every import of a dvt_ms module that is not a top-level statement of ``source``
+    (inside a def, a class body, or an ``if``/``try``/``with``), the optional-dependency packages aside."""
+    tree = ast.parse(source, filename=str(path))
+    module, is_package = _module_name(path), path.name == "__init__.py"
+    top_level = {id(node) for node in tree.body}
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.Import, ast.ImportFrom)) or id(node) in top_level:
+            continue
+        names = [n for n in _imported_modules(node, module, is_package) if _is_own(n) and not _optional(n)]
+        if names:
+            found.append((node.lineno, f"{path.relative_to(ROOT)}:{node.lineno}: {', '.join(names)}"))
+    return [hit for _, hit in sorted(found)]
+
+
+def test_every_own_import_is_at_module_level():
+    found = [hit for path in sorted(PACKAGE.rglob("*.py"))
+             for hit in late_own_imports(path.read_text(encoding="utf-8"), path)]
+    assert not found, "imports of dvt_ms modules that are not at module level:\n" + "\n".join(found)
+
+
+def test_the_late_import_finder_finds_them():
+    path = PACKAGE / "train" / "probe.py"
+    source = textwrap.dedent("""
+        import os
+        from . import step
+        from ..models import create_model
+        import dvt_ms.data
+        from dvt_ms.reference import torch_models
+        if os.name:
+            from .. import budget
+        def f():
+            import numpy
+            from .loss import MultiExitLoss
+            from .. import flops
+        class C:
+            from dvt_ms import checkpoint
+        def g():
+            try:
+                import dvt_ms.plots
+            except ImportError:
+                pass
+            from dvt_ms.reference import torch_models
+    """)
+    assert late_own_imports(source, path) == [
+        "dvt_ms/train/probe.py:8: dvt_ms.budget", "dvt_ms/train/probe.py:11: dvt_ms.train.loss",
+        "dvt_ms/train/probe.py:12: dvt_ms.flops", "dvt_ms/train/probe.py:14: dvt_ms",
+        "dvt_ms/train/probe.py:17: dvt_ms.plots"]
+    package = PACKAGE / "train" / "__init__.py"
+    assert late_own_imports("def f():\n    from .step import TrainStep\n", package) == [
+        "dvt_ms/train/__init__.py:2: dvt_ms.train.step"]
+
+
+def test_only_the_torch_reference_may_be_imported_late():
+    """The exempt packages really need their optional dependency at import time."""
+    for package, dependency in NEEDS_OPTIONAL.items():
+        folder = PACKAGE.joinpath(*package.split(".")[1:])
+        tops = {name.split(".")[0] for path in folder.glob("torch_*.py")
+                for node in ast.parse(path.read_text(encoding="utf-8")).body
+                if isinstance(node, (ast.Import, ast.ImportFrom))
+                for name in _imported_modules(node, _module_name(path), False)}
+        assert dependency in tops, f"{package} no longer imports {dependency}: drop it from NEEDS_OPTIONAL"

@@ -18,6 +18,10 @@ import statistics
 import time
 from typing import Callable, Dict, List, Sequence, Tuple
 
+from ..budget import exit_assignment
+from ..flops import count
+from ..infer import AdaptiveClassifier, softmax, thresholds_for_fractions
+from ..models import create_model
 from .environment import gemm_measurements, gemm_peaks, header, mfu, print_header, write_results
 from .ratios import target_of
 from .timing import Measurement, framework_label, run_interleaved, run_lines
@@ -45,11 +49,6 @@ def early_exit_measurements(args: argparse.Namespace, images, device: str) -> di
     import numpy as np
     import mindspore as ms
     from mindspore import Tensor
-
-    from dvt_ms import create_model
-    from dvt_ms.budget import exit_assignment
-    from dvt_ms.flops import count
-    from dvt_ms.infer import AdaptiveClassifier, softmax, thresholds_for_fractions
 
     size = args.image_size
 

@@ -13,6 +13,8 @@ import platform
 import statistics
 from typing import Dict, List, Optional, Sequence
 
+from ..kernels import KernelChoice
+from ..kernels import ops as fused_ops
 from ..utils.cpuinfo import CPUINFO, cpuinfo_field, cpuinfo_flags
 from .timing import Measurement
 
@@ -33,8 +35,6 @@ def kernel_mode(mode: str, framework: str) -> str:
 
 
 def kernels_description(mode: str, precision: str = "fp32") -> str:
-    from dvt_ms.kernels import KernelChoice
-
     choice = KernelChoice.resolve(mode, precision=precision)
     return f"{mode}, precision {choice.precision}: {choice.describe()} (the {STOCK} rows are built without them)"
 
@@ -106,8 +106,6 @@ def fused_gemm(size: int, precision: str) -> Measurement:
     """``[size, size] @ [size, size]^T`` on the fused kernels' dense product in ``precision``: the peak of the
     bf16 rows (MindSpore's own matmul has no bf16 path on CPU)."""
     from mindspore import nn
-
-    from dvt_ms.kernels import ops as fused_ops
 
     op = fused_ops.project_op(precision=precision)
 

@@ -18,7 +18,8 @@ from .environment import STOCK, gemm_measurements, gemm_peaks, header, import_to
 from .mindspore_rows import macs_of, mindspore_measurements
 from .ratios import Pair, print_ratio_table, ratio_rows
 from .timing import Measurement, run_interleaved, run_lines
-from .torch_baselines import TORCH_DEIT, TORCH_DVT, timm_label, torch_label
+from .torch_baselines import (TORCH_DEIT, TORCH_DVT, import_timm_vision_transformer, timm_label, torch_label,
+                              torch_inference_measurements)
 
 logger = logging.getLogger("benchmark")
 
@@ -47,8 +48,6 @@ INFERENCE_PAIRS = (
 
 
 def _timm_note() -> str:
-    from .torch_baselines import import_timm_vision_transformer
-
     module = import_timm_vision_transformer()
     if module is None:
         return "; timm not installed"
@@ -100,8 +99,6 @@ def inference_suite(args: argparse.Namespace, device: str) -> int:
         models += mindspore_measurements(["deit_small"], args.image_size, images, args.cpu_kernels, "fp32", STOCK)
     torch = import_torch(args, ms_threads)
     if torch is not None:
-        from .torch_baselines import torch_inference_measurements
-
         names = [TORCH_DEIT] + ([TORCH_DVT] if TORCH_DVT in args.models else [])
         macs = {name: macs_of(models, name, args.image_size) for name in names}
         models += torch_inference_measurements(torch, names, args.image_size, images, macs, args.precision)

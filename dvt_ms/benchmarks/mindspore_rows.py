@@ -7,6 +7,9 @@ weights. The ``STOCK`` rows are built on MindSpore's own ops, in fp32.
 import logging
 from typing import Dict, List, Sequence
 
+from ..flops import count
+from ..models import create_model
+from ..train import MultiExitLoss, TrainStep, create_optimizer
 from .environment import STOCK, kernel_mode
 from .timing import Measurement, framework_label
 
@@ -20,15 +23,10 @@ def macs_of(measurements: Sequence[Measurement], name: str, image_size: int) -> 
     row = next((m for m in measurements if m.model == name and m.framework.startswith("mindspore")), None)
     if row is not None:
         return row.macs_per_image
-    from dvt_ms import create_model
-    from dvt_ms.flops import count
-
     return count(create_model(name, image_size=image_size), image_size)[-1]
 
 
 def _build(name: str, image_size: int, cpu_kernels: str, framework: str, precision: str):
-    from dvt_ms import create_model
-
     precision = "fp32" if framework == STOCK else precision
     return create_model(name, image_size=image_size, cpu_kernels=kernel_mode(cpu_kernels, framework),
                         precision=precision)
@@ -39,8 +37,6 @@ def mindspore_measurements(names: Sequence[str], image_size: int, images: Dict[i
     """Eval-mode rows of ``names`` at each batch of ``images``; a cascade computes every exit."""
     import mindspore as ms
     from mindspore import Tensor
-
-    from dvt_ms.flops import count
 
     out = []
     for name in names:
@@ -78,9 +74,6 @@ def mindspore_train_measurement(name: str, batch: int, image_size: int, images, 
     loss scaler: bf16 keeps float32's exponent range)."""
     import mindspore as ms
     from mindspore import Tensor
-
-    from dvt_ms.flops import count
-    from dvt_ms.train import MultiExitLoss, TrainStep, create_optimizer
 
     ms.set_seed(0)
     net = _build(name, image_size, cpu_kernels, framework, precision)

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
+from ..models import model_defaults
 from .timing import Measurement, framework_label
 
 logger = logging.getLogger("benchmark")
@@ -72,8 +73,6 @@ def build_timm_deit(image_size: int, seed: int = 0) -> Optional[object]:
     mode; ``None`` where timm is not installed."""
     import torch
 
-    from dvt_ms.models import model_defaults
-
     vision_transformer = import_timm_vision_transformer()
     if vision_transformer is None:
         return None
@@ -90,8 +89,7 @@ def build_torch_model(name: str, image_size: int, seed: int = 0):
     Its sizes are the registered model's (``dvt_ms.models.model_defaults``). The official cascade resamples
     reused features and relations for its own image size only, so it refuses any other ``image_size``.
     """
-    from dvt_ms.models import model_defaults
-    from dvt_ms.reference import torch_models
+    from ..reference import torch_models  # imports torch, an optional dependency
 
     defaults = model_defaults(name)
     sizes = {k: defaults[k] for k in _SIZES}

@@ -18,7 +18,7 @@ from .inference import FUSED_LABEL
 from .mindspore_rows import macs_of, mindspore_train_measurement, soft_targets
 from .ratios import Pair, print_ratio_table, ratio_rows
 from .timing import Measurement, run_interleaved, run_lines
-from .torch_baselines import TORCH_DEIT, torch_label
+from .torch_baselines import TORCH_DEIT, torch_label, torch_train_measurement
 
 logger = logging.getLogger("benchmark")
 
@@ -81,8 +81,6 @@ def train_suite(args: argparse.Namespace, device: str) -> int:
                                                         "fp32", STOCK))
     torch = import_torch(args, ms_threads)
     if torch is not None:
-        from .torch_baselines import torch_train_measurement
-
         macs = macs_of(measurements, TORCH_DEIT, size)
         measurements.append(torch_train_measurement(torch, batch, size, images, targets, macs, precision))
 

@@ -14,6 +14,9 @@ from typing import Any, Dict, Mapping
 
 import numpy as np
 
+from ..models import model_spec
+from ..models.variants import MINDSPORE_DVT_OFFICIAL_GFLOPS
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["MINDSPORE_DVT_MODEL", "official_mindspore_metadata"]
@@ -25,9 +28,6 @@ _BLOCK = re.compile(r"^stages\.0\.blocks\.(\d+)\.norm1\.gamma$")
 def official_mindspore_metadata(weights: Mapping[str, np.ndarray], source: str) -> Dict[str, Any]:
     """``model``, ``model_overrides`` (and ``flops`` at the official sizes) of mapped official MindSpore
     DVT weights; ``source`` names the file in logs and errors."""
-    from ..models import model_spec
-    from ..models.variants import MINDSPORE_DVT_OFFICIAL_GFLOPS
-
     default = model_spec(MINDSPORE_DVT_MODEL)
     stage = default.stages[0]
     try:

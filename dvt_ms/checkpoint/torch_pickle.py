@@ -1,5 +1,7 @@
 """Read PyTorch checkpoint files without torch and without running code from the file.
 
+Over 400 lines on purpose: the restricted unpickler is one security boundary, audited as one file.
+
 ``torch.save`` writes a pickle. Unpickling it normally may call any importable function the file names,
 so a hostile checkpoint can run arbitrary code. This module uses a restricted unpickler instead:
 

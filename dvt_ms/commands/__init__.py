@@ -4,9 +4,13 @@
 Every command but ``make-quickstart-data`` reads the same ``--config FILE.yaml`` and schema
 (:mod:`dvt_ms.config`, :mod:`dvt_ms.config.scripts`); ``dvt-ms NAME --help`` lists its keys.
 """
+import difflib
 import importlib
 import sys
 from typing import Dict, Optional, Sequence
+
+from ..train.interrupt import route_sigint_to_thread
+from ..utils.cli import quiet_mindspore, run_cli
 
 __all__ = ["COMMANDS", "main", "run_script"]
 
@@ -32,8 +36,6 @@ def _usage() -> str:
 
 def run_script(module: str, argv: Optional[Sequence[str]] = None) -> None:
     """Run ``dvt_ms.commands.<module>.main`` as a program (errors: one line on stderr, exit status 2)."""
-    from ..utils.cli import quiet_mindspore, run_cli
-
     quiet_mindspore()
     command = importlib.import_module(f"{__name__}.{module}")
     run_cli(lambda: command.main(None if argv is None else list(argv)))
@@ -47,14 +49,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         sys.exit(0 if args else 2)
     name = _ALIASES.get(args[0], args[0])
     if name not in COMMANDS:
-        import difflib
-
         close = difflib.get_close_matches(name, list(COMMANDS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         print(f"error: unknown command {args[0]!r}{hint}\n{_usage()}", file=sys.stderr)
         sys.exit(2)
     if name == "train":  # as scripts/train.py: SIGINT to a watcher thread, not MindSpore's handler
-        from ..train.interrupt import route_sigint_to_thread
-
         route_sigint_to_thread()
     run_script(COMMANDS[name], args[1:])

@@ -32,8 +32,10 @@ wall time: below the thread count means other processes took CPU time.
 import argparse
 from pathlib import Path
 
+from dvt_ms.benchmarks import early_exit, inference, train
 from dvt_ms.config import COMMON, resolve_config
 from dvt_ms.config.scripts import BENCHMARK
+from dvt_ms.run import configure_device
 from dvt_ms.utils.cli import quiet_mindspore, run_cli, setup_logging
 
 SCHEMA = COMMON + BENCHMARK
@@ -51,19 +53,14 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
     quiet_mindspore()
-    from dvt_ms.benchmarks.early_exit import early_exit_suite
-    from dvt_ms.benchmarks.inference import inference_suite
-    from dvt_ms.benchmarks.train import train_suite
-    from dvt_ms.run import configure_device
-
     device = configure_device(args.device_target, "graph", args.cpu_kernels)
     if args.suite == "early_exit":
-        return early_exit_suite(args, device)
+        return early_exit.early_exit_suite(args, device)
     if args.suite == "train":
-        return train_suite(args, device)
-    status = inference_suite(args, device)
+        return train.train_suite(args, device)
+    status = inference.inference_suite(args, device)
     if args.suite == "all" and status == 0:
-        return early_exit_suite(args, device)
+        return early_exit.early_exit_suite(args, device)
     return status
 
 

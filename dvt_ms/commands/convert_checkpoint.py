@@ -19,8 +19,13 @@ recognised from their keys (the log says which model was chosen). Every key is a
 import logging
 from pathlib import Path
 
+import mindspore as ms
+
+from dvt_ms.checkpoint import save_checkpoint
 from dvt_ms.config import COMMON, ConfigError, Schema, resolve_config
 from dvt_ms.config.scripts import CONVERT
+from dvt_ms.run import load_model, parameter_count
+from dvt_ms.train.checkpoints import FORMAT, TRAINING_STATE_KEYS
 from dvt_ms.utils.cli import run_cli, setup_logging
 
 logger = logging.getLogger("convert_checkpoint")
@@ -48,12 +53,6 @@ def main(argv=None) -> int:
             raise ValueError(f"{dst}: refusing to overwrite the input checkpoint")
         if not args.overwrite:
             raise ValueError(f"{dst}: already exists (pass --overwrite to replace it)")
-
-    import mindspore as ms
-
-    from dvt_ms.checkpoint import save_checkpoint
-    from dvt_ms.run import load_model, parameter_count
-    from dvt_ms.train.checkpoints import FORMAT, TRAINING_STATE_KEYS
 
     ms.set_context(mode=ms.PYNATIVE_MODE)
     ms.set_device("CPU")

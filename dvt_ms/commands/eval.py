@@ -26,7 +26,16 @@ from pathlib import Path
 
 os.environ.setdefault("GLOG_v", "3")  # hide MindSpore's C++ plug-in warnings
 
+import numpy as np
+
+from dvt_ms.checkpoint import read_checkpoint
 from dvt_ms.config import COMMON, EVAL, ConfigError, Schema, resolve_config
+from dvt_ms.data import check_image_folder, create_eval_dataset
+from dvt_ms.evaluate import (anytime_results, budget_results, collect_predictions, exit_gmacs, fit_subset_indices,
+                             saved_results, stored_flops, stored_thresholds)
+from dvt_ms.models import exit_names, model_extra_outputs, model_num_classes, num_exits
+from dvt_ms.plots import PlotUnavailable, matplotlib_available, plot_budget_curve
+from dvt_ms.run import configure_device, load_model
 from dvt_ms.utils.atomic import atomic_path
 from dvt_ms.utils.cli import run_cli, setup_logging
 
@@ -55,8 +64,6 @@ def _write_json(path: Path, data) -> None:
 
 
 def _write_predictions(path: Path, preds, names, classes) -> None:
-    import numpy as np
-
     with atomic_path(path) as tmp_name, open(tmp_name, "wb") as out:
         np.savez(out, probs=preds.probs, targets=preds.targets, exit_names=np.asarray(names),
                  class_names=np.asarray(classes), skipped_files=np.asarray(preds.skipped_files, dtype=str))
@@ -84,8 +91,6 @@ def _print_curve(points) -> None:
 
 def _plot(path, results) -> bool:
     """Draw the plot; return False (after logging why) if matplotlib is missing."""
-    from dvt_ms.plots import PlotUnavailable, plot_budget_curve
-
     try:
         if results["mode"] == "saved":
             saved = results["saved"]
@@ -111,9 +116,6 @@ def _plot(path, results) -> bool:
 
 
 def _saved_mode(config) -> dict:
-    from dvt_ms.checkpoint import read_checkpoint
-    from dvt_ms.evaluate import saved_results
-
     _, metadata = read_checkpoint(config.checkpoint)
     saved = saved_results(metadata, config.checkpoint)
     print(f"results stored in {config.checkpoint} (FLOPs in the checkpoint's own units):")
@@ -128,9 +130,6 @@ def _saved_mode(config) -> dict:
 
 
 def _predict(net, config, data_config, info, indices=None):
-    from dvt_ms.data import create_eval_dataset
-    from dvt_ms.evaluate import collect_predictions
-
     data = create_eval_dataset(info.root, config.batch_size, data_config,
                                num_parallel_workers=config.num_parallel_workers, indices=indices, info=info)
     return collect_predictions(net, data, config.batch_size)
@@ -143,13 +142,6 @@ def _data_summary(info, preds, **extra) -> dict:
 
 
 def _model_modes(config) -> dict:
-    from dvt_ms.data import check_image_folder
-    from dvt_ms.evaluate import (anytime_results, budget_results, exit_gmacs, fit_subset_indices, stored_flops,
-                                 stored_thresholds)
-    from dvt_ms.models import exit_names, model_num_classes, num_exits
-    from dvt_ms.run import load_model
-    from dvt_ms.models import model_extra_outputs
-
     loaded = load_model(config, config.checkpoint, config.sources)
     net, metadata, data_config, model = loaded.net, loaded.metadata, loaded.data_config, loaded.name
     n_exits = num_exits(net)
@@ -215,8 +207,6 @@ def _model_modes(config) -> dict:
 def main(argv=None) -> int:
     config = resolve_config(SCHEMA, argv, description=__doc__)
     setup_logging(config.verbose)
-    from dvt_ms.plots import matplotlib_available
-
     if config.plot and not matplotlib_available():
         logger.warning("--plot %s: matplotlib is not installed (pip install matplotlib); the results will "
                        "still be written, the plot will not", config.plot)
@@ -226,8 +216,6 @@ def main(argv=None) -> int:
         results["device"] = None
         results.update(_saved_mode(config))
     else:
-        from dvt_ms.run import configure_device
-
         device = configure_device(config.device_target, config.ms_mode, config.cpu_kernels)
         results["device"] = {"requested": config.device_target, "used": device}
         results.update(_model_modes(config))

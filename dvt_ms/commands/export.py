@@ -14,8 +14,12 @@ has one. Only MINDIR is supported. Every key is also a config-file key; see --he
 import logging
 from pathlib import Path
 
+import mindspore as ms
+
 from dvt_ms.config import COMMON, ConfigError, Schema, resolve_config
 from dvt_ms.config.scripts import EXPORT
+from dvt_ms.export import SUPPORTED_FORMATS, export_cascade
+from dvt_ms.run import load_model
 from dvt_ms.utils.cli import run_cli, setup_logging
 
 logger = logging.getLogger("export")
@@ -32,18 +36,11 @@ SCHEMA = COMMON + EXPORT + Schema("export.py checks", checks=[_require_dir])
 def main(argv=None) -> int:
     args = resolve_config(SCHEMA, argv, description=__doc__)
     setup_logging(args.verbose)
-    from dvt_ms.export import SUPPORTED_FORMATS
-
     if args.format.upper() not in SUPPORTED_FORMATS:
         raise ValueError(f"--format {args.format}: not supported; only MINDIR is (MindSpore 2.10 has no ONNX "
                          "converter for ops these models use, e.g. Unstack)")
     if not Path(args.checkpoint).is_file():
         raise ValueError(f"{args.checkpoint}: no such checkpoint file")
-
-    import mindspore as ms
-
-    from dvt_ms.export import export_cascade
-    from dvt_ms.run import load_model
 
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_device("CPU")

@@ -25,8 +25,14 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+import numpy as np
+
 from dvt_ms.config import COMMON, ConfigError, Schema, resolve_config
 from dvt_ms.config.scripts import INFER, parse_threshold_list
+from dvt_ms.infer import (AdaptiveClassifier, budget_thresholds, check_thresholds, exit_fraction_summary,
+                          iter_image_batches, iter_image_paths, read_class_names, topk)
+from dvt_ms.models import DynamicVisionTransformer
+from dvt_ms.run import configure_device, load_model
 from dvt_ms.utils.atomic import atomic_path
 from dvt_ms.utils.cli import run_cli, setup_logging
 
@@ -94,8 +100,6 @@ def write_output(path: Path, records: List[Dict[str, Any]], skipped: List[str], 
 
 
 def choose_thresholds(args, metadata: Dict[str, Any], n_exits: int):
-    from dvt_ms.infer import budget_thresholds, check_thresholds
-
     if args.thresholds is not None:
         try:
             return check_thresholds(parse_threshold_list(args.thresholds), n_exits)
@@ -116,12 +120,6 @@ def main(argv=None) -> int:
         raise ValueError(f"no such file or directory: {', '.join(missing)}")
     if not Path(args.checkpoint).is_file():
         raise ValueError(f"{args.checkpoint}: no such checkpoint file")
-
-    from dvt_ms.infer import (AdaptiveClassifier, exit_fraction_summary, iter_image_batches, iter_image_paths,
-                              read_class_names, topk)
-    from dvt_ms.run import load_model
-    from dvt_ms.models import DynamicVisionTransformer
-    from dvt_ms.run import configure_device
 
     device = configure_device(args.device_target, args.ms_mode, args.cpu_kernels)
     loaded = load_model(args, args.checkpoint, args.sources)
@@ -164,8 +162,6 @@ def main(argv=None) -> int:
     if not records:
         raise ValueError(f"no readable images in {', '.join(args.inputs)}"
                          + (f" ({len(skipped)} unreadable)" if skipped else ""))
-    import numpy as np
-
     exits = np.asarray([r["exit"] - 1 for r in records])
     logger.info("%d images classified (%s), %d skipped; %d stage graph(s) compiled", len(records),
                 exit_fraction_summary(exits, net.num_exits), len(skipped), sum(engine.compiled_graphs()))

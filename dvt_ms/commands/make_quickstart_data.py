@@ -9,10 +9,9 @@ folder made with the same options is left as it is, so the command can be repeat
 """
 import argparse
 import logging
-import sys
 from pathlib import Path
 
-
+from dvt_ms.data.synthetic import make_shapes_dataset
 from dvt_ms.utils.cli import run_cli, setup_logging
 
 logger = logging.getLogger("make_quickstart_data")
@@ -37,8 +36,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
-    from dvt_ms.data.synthetic import make_shapes_dataset
-
     data = make_shapes_dataset(args.output, num_classes=args.num_classes, train_per_class=args.train_per_class,
                                val_per_class=args.val_per_class, image_size=args.image_size,
                                hard_fraction=args.hard_fraction, seed=args.seed, overwrite=args.overwrite)

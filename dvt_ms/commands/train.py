@@ -20,9 +20,11 @@ by a NaN/Inf loss, 130/143 stopped by SIGINT/SIGTERM (with a checkpoint).
 """
 import logging
 import sys
-from pathlib import Path
 
-
+from dvt_ms.checkpoint import CheckpointError
+from dvt_ms.config.training import resolve_train_config
+from dvt_ms.train.distributed import DistributedError
+from dvt_ms.train.loop import Trainer, TrainingInterrupted, TrainingStopped
 from dvt_ms.utils.cli import quiet_mindspore, run_cli, setup_logging
 
 logger = logging.getLogger("train")
@@ -49,14 +51,8 @@ def _print_results(results) -> None:
 
 def main(argv=None) -> int:
     quiet_mindspore()
-    from dvt_ms.config.training import resolve_train_config
-    from dvt_ms.train.loop import Trainer, TrainingInterrupted, TrainingStopped
-
     config = resolve_train_config(argv, description=__doc__)
     setup_logging(config.verbose)
-    from dvt_ms.checkpoint import CheckpointError
-    from dvt_ms.train.distributed import DistributedError
-
     trainer = Trainer(config)
     try:
         results = trainer.run()

@@ -22,8 +22,17 @@ from pathlib import Path
 
 os.environ.setdefault("GLOG_v", "3")  # hide MindSpore's C++ plug-in warnings
 
+import mindspore as ms
+import numpy as np
+
+from dvt_ms.budget import LAST_THRESHOLD, exit_assignment
 from dvt_ms.config import COMMON, ConfigError, Schema, resolve_config
 from dvt_ms.config.scripts import EVIT, EXITS, VISUALIZE, parse_threshold_list
+from dvt_ms.data import IMAGE_EXTENSIONS, denormalize, load_image
+from dvt_ms.evaluate import exit_logits, pad_batch, softmax, stored_thresholds
+from dvt_ms.models import exit_names, model_family, num_exits
+from dvt_ms.plots import evit_figure, exit_grid, kept_patch_masks, trace_kept_patches
+from dvt_ms.run import configure_device, load_model
 from dvt_ms.utils.cli import run_cli, setup_logging
 
 logger = logging.getLogger("visualize")
@@ -48,8 +57,6 @@ SCHEMAS = {"exits": COMMON + VISUALIZE + EXITS + _CHECKS + Schema("exits checks"
 
 
 def _image_files(source: Path, limit: int) -> list:
-    from dvt_ms.data import IMAGE_EXTENSIONS
-
     if source.is_file():
         return [source]
     if not source.is_dir():
@@ -64,10 +71,6 @@ def _image_files(source: Path, limit: int) -> list:
 
 def _load_batch(files, config, data_config):
     """Preprocessed ``[B, 3, H, W]`` batch of the readable files, the crops as RGB, and their names."""
-    import numpy as np
-
-    from dvt_ms.data import denormalize, load_image
-
     arrays, names = [], []
     for path in files:
         try:
@@ -83,10 +86,6 @@ def _load_batch(files, config, data_config):
 
 
 def _run_batches(net, batch, batch_size: int, call):
-    import numpy as np
-
-    from dvt_ms.evaluate import pad_batch
-
     outputs = []
     for start in range(0, batch.shape[0], batch_size):
         chunk, count = pad_batch(batch[start:start + batch_size], batch_size)
@@ -95,13 +94,6 @@ def _run_batches(net, batch, batch_size: int, call):
 
 
 def _exits(config, loaded) -> None:
-    import numpy as np
-
-    from dvt_ms.budget import LAST_THRESHOLD, exit_assignment
-    from dvt_ms.evaluate import exit_logits, softmax, stored_thresholds
-    from dvt_ms.models import exit_names, num_exits
-    from dvt_ms.plots import exit_grid
-
     net, metadata, model = loaded.net, loaded.metadata, loaded.name
     n_exits = num_exits(net)
     if n_exits < 2:
@@ -140,11 +132,6 @@ def _exits(config, loaded) -> None:
 
 
 def _evit(config, loaded) -> None:
-    import mindspore as ms
-
-    from dvt_ms.models import model_family
-    from dvt_ms.plots import evit_figure, kept_patch_masks, trace_kept_patches
-
     net, model = loaded.net, loaded.name
     if model_family(model) != "evit":
         raise ValueError(f"evit mode needs an EViT model, {model} is a {model_family(model)} model")
@@ -189,9 +176,6 @@ def main(argv=None) -> int:
     mode = argv.pop(0)
     config = resolve_config(SCHEMAS[mode], argv, description=__doc__)
     setup_logging(config.verbose)
-
-    from dvt_ms.run import load_model
-    from dvt_ms.run import configure_device
 
     configure_device(config.device_target, config.ms_mode, config.cpu_kernels)
     loaded = load_model(config, config.checkpoint, config.sources)

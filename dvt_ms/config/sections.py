@@ -5,6 +5,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..checkpoint.key_mapping import WEIGHT_CHOICES
+from ..data.train_transforms import parse_rand_augment
+from ..models import list_models, model_overrides, model_spec
 from ..precision import PRECISIONS, resolve_training_precision
 from .schema import ConfigError, Option, Schema
 from .sources import DEFAULT, rank, suggest, where
@@ -38,8 +40,6 @@ def _crop_pct(value: float) -> None:
 
 
 def _registered_model(name: str) -> None:
-    from ..models import list_models
-
     if name not in list_models():
         raise ValueError(f"unknown model {name!r}{suggest(name, list_models())}; "
                          f"available: {', '.join(list_models())}")
@@ -59,8 +59,6 @@ def _npz_suffix(path: Optional[str]) -> None:
 def _check_model_overrides(values: Dict[str, Any], sources: Dict[str, str]) -> None:
     """``model_overrides`` keys must be accepted by ``model`` (checked against a checkpoint's model later
     when no model is named)."""
-    from ..models import model_overrides
-
     if values["model"] is None:
         return
     accepted = model_overrides(values["model"])
@@ -69,8 +67,6 @@ def _check_model_overrides(values: Dict[str, Any], sources: Dict[str, str]) -> N
         hints = ", ".join(f"{k!r}{suggest(k, sorted(accepted))}" for k in unknown)
         raise ConfigError(f"{where('model_overrides', sources)}: unknown key(s) {hints} for model "
                           f"{values['model']!r}; accepted: {', '.join(sorted(accepted))}")
-    from ..models import model_spec
-
     try:  # the whole architecture (a user-defined cascade included) is checked before any work starts
         model_spec(values["model"], **values["model_overrides"])
     except (TypeError, ValueError) as exc:
@@ -243,8 +239,6 @@ def _exit_weights(value: Optional[list]) -> None:
 def _auto_augment(value: Optional[str]) -> None:
     if value is None or value == "":
         return
-    from ..data.train_transforms import parse_rand_augment
-
     parse_rand_augment(value)
 
 
@@ -267,8 +261,6 @@ def _existing_file(value: Optional[str]) -> None:
 
 def model_num_exits(model: str, overrides: Optional[Mapping[str, Any]] = None) -> int:
     """Exits of a registered model with ``overrides``, read off its cascade spec without building it."""
-    from ..models import model_spec
-
     return model_spec(model, **dict(overrides or {})).num_exits
 
 

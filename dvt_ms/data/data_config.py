@@ -22,6 +22,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..models import model_family
 from .decode import read_rgb
 
 logger = logging.getLogger(__name__)
@@ -131,8 +132,6 @@ class DataConfig:
 
 def default_data_config(model: str) -> Dict[str, Any]:
     """The evaluation preprocessing defaults of a registered model (by its family)."""
-    from ..models import model_family
-
     return dict(FAMILY_DEFAULTS[model_family(model)])
 
 

@@ -12,6 +12,8 @@ from mindspore import nn
 
 from ..kernels import KernelChoice
 from .cascade_spec import CascadeSpec
+from .dvt import DynamicVisionTransformer
+from .vision_transformer import VisionTransformer
 
 
 @dataclass(frozen=True)
@@ -110,9 +112,6 @@ def build_model(spec: CascadeSpec, cascade: bool = True, cpu_kernels: Union[None
     """Build ``spec``: a :class:`DynamicVisionTransformer`, or with ``cascade=False`` a plain
     :class:`VisionTransformer` (one stage). ``cpu_kernels`` is a mode or a :class:`KernelChoice`,
     ``precision`` one of :data:`~dvt_ms.kernels.PRECISIONS` (default fp32)."""
-    from .dvt import DynamicVisionTransformer
-    from .vision_transformer import VisionTransformer
-
     kernels = kernel_choice(cpu_kernels, precision)
     if cascade:
         return DynamicVisionTransformer(spec, kernels)

@@ -20,8 +20,8 @@ from ..models import create_model, model_defaults, model_spec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LoadedModel", "normalize", "reconcile_model", "check_checkpoint_model", "describe_model", "log_model",
-           "parameter_count", "load_model"]
+__all__ = ["LoadedModel", "normalize", "reconcile_model", "describe_model", "log_model", "parameter_count",
+           "load_model"]
 
 PathLike = Union[str, Path]
 
@@ -48,62 +48,46 @@ def _layout(checkpoint: PathLike) -> str:
 
 def reconcile_model(model: Optional[str], overrides: Mapping[str, Any], metadata: Mapping[str, Any],
                     checkpoint: PathLike, sources: Optional[Mapping[str, str]] = None) -> Tuple[str, Dict[str, Any]]:
-    """The model name and overrides to build for ``checkpoint``: its own, plus config keys it does not set.
+    """The model name and overrides to build for ``checkpoint``.
 
-    Raises ``ValueError`` naming both values when ``model`` or an override contradicts the checkpoint, and
-    when neither names a model.
+    One rule: a checkpoint that records its model and architecture (``model_overrides``) is built as recorded.
+    A config ``model`` or override that would build another one is a ``ValueError`` naming the key (and where
+    its value came from), both values and the file; config values that spell out the recorded architecture
+    (a default written out) are accepted. Overrides that keep every parameter shape (``qk_scale``,
+    ``keep_rate``, ``fuse_token``) are caught here, where loading would not. A checkpoint that records nothing
+    (official files) is built from the config, which must then name the model.
     """
     stored_name = metadata.get("model")
-    if stored_name is None:
-        if model is None:
-            raise ValueError(f"{checkpoint} does not name its model ({_layout(checkpoint)}): pass --model NAME "
-                             "(and --model_overrides.KEY VALUE for a changed architecture)")
-        return model, dict(overrides)
-    if model is not None and model != stored_name:
+    if model is not None and stored_name is not None and model != stored_name:
         raise ValueError(f"{where('model', sources)} is {model!r} but {checkpoint} holds a {stored_name!r} model")
-    stored = metadata.get("model_overrides") or {}
+    name = model if stored_name is None else str(stored_name)
+    if name is None:
+        raise ValueError(f"{checkpoint} does not name its model ({_layout(checkpoint)}): pass --model NAME "
+                         "(and --model_overrides.KEY VALUE for a changed architecture)")
+    if "model_overrides" not in metadata:
+        return name, dict(overrides)
+    stored = metadata["model_overrides"] or {}
     if not isinstance(stored, Mapping):
         raise ValueError(f"{checkpoint}: model_overrides metadata is not a mapping: {stored!r}")
-    for key, value in overrides.items():
-        if key in stored and normalize(stored[key]) != normalize(value):
-            raise ValueError(f"{where('model_overrides.' + key, sources)} is {value!r} but {checkpoint} was "
-                             f"written with {key}: {normalize(stored[key])!r}")
-    return str(stored_name), {**dict(stored), **dict(overrides)}
-
-
-def check_checkpoint_model(metadata: Mapping[str, Any], model: str, overrides: Mapping[str, Any],
-                           checkpoint: Union[str, Path]) -> None:
-    """Refuse a converted checkpoint whose recorded ``model``/``model_overrides`` differ from the config.
-
-    Some overrides (``qk_scale``, ``keep_rate``, ``fuse_token``) keep every parameter shape, so loading
-    alone would not catch them. When the override mappings differ, the two cascade specs are compared;
-    differences that only spell out defaults are accepted. Official checkpoints record neither key and
-    are not checked.
-    """
-    stored_model = metadata.get("model")
-    if stored_model is not None and stored_model != model:
-        raise ValueError(f"{checkpoint} holds model {stored_model!r} but the config asks for {model!r}")
-    if "model_overrides" not in metadata:
-        return
-    stored = normalize(metadata["model_overrides"] or {})
-    wanted = normalize(dict(overrides))
-    if not isinstance(stored, dict):
-        raise ValueError(f"{checkpoint}: model_overrides metadata is not a mapping: {stored!r}")
-    unset = "<default>"
-    differ = sorted(k for k in set(stored) | set(wanted) if stored.get(k, unset) != wanted.get(k, unset))
+    merged = {**dict(stored), **dict(overrides)}
+    differ = sorted(k for k in overrides if k not in stored or normalize(stored[k]) != normalize(overrides[k]))
     if not differ:
-        return
+        return name, merged
+    if _same_architecture(name, stored, merged):
+        logger.info("%s: model_overrides %s only spell out what the checkpoint records", checkpoint, ", ".join(differ))
+        return name, merged
+    defaults = normalize(model_defaults(name))
+    recorded = {k: f"{k}: {normalize(stored[k])!r}" if k in stored else f"no {k} (default {defaults.get(k)!r})"
+                for k in differ}
+    raise ValueError("; ".join(f"{where('model_overrides.' + k, sources)} is {normalize(overrides[k])!r} but "
+                               f"{checkpoint} was written with {recorded[k]}" for k in differ))
+
+
+def _same_architecture(name: str, stored: Mapping[str, Any], merged: Mapping[str, Any]) -> bool:
     try:
-        same = model_spec(model, **stored) == model_spec(model, **wanted)
+        return model_spec(name, **stored) == model_spec(name, **merged)
     except (TypeError, ValueError, KeyError):
-        same = False
-    if same:
-        logger.info("%s: model_overrides differ only in spelled-out defaults (%s)", checkpoint, ", ".join(differ))
-        return
-    detail = ", ".join(f"{k}: checkpoint {stored.get(k, unset)!r} vs config {wanted.get(k, unset)!r}"
-                       for k in differ)
-    raise ValueError(f"{checkpoint} was converted with different model_overrides ({detail}); "
-                     "set model_overrides to match")
+        return False
 
 
 def parameter_count(net) -> int:
@@ -149,16 +133,14 @@ def load_model(config: Mapping[str, Any], checkpoint: PathLike, sources: Optiona
     """Build the model of ``config`` (``model``, ``model_overrides`` and the data keys) and ``checkpoint``.
 
     The checkpoint's model and overrides are used, checked against the config (:func:`reconcile_model`);
-    the network is loaded strictly and checked for overrides that keep every shape
-    (:func:`check_checkpoint_model`); the data config is the checkpoint's, changed by the
-    config's ``crop_pct``/``interpolation``/``mean``/``std`` and by ``class_names``.
+    the network is loaded strictly; the data config is the checkpoint's, changed by the config's
+    ``crop_pct``/``interpolation``/``mean``/``std`` and by ``class_names``.
     """
     weights, metadata = read_checkpoint(checkpoint, config.get("weights") or "model")  # read once
     name, overrides = reconcile_model(config.get("model"), config.get("model_overrides") or {}, metadata,
                                       checkpoint, sources)
     net = create_model(name, cpu_kernels=config.get("cpu_kernels"), precision=config.get("precision"), **overrides)
     load_state(net, weights, checkpoint)
-    check_checkpoint_model(metadata, name, overrides, checkpoint)
     net.set_train(False)
     metadata["model"], metadata["model_overrides"] = name, overrides
     log_model(name, overrides, net)

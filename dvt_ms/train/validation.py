@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from typing import Iterator, List, Optional
 
 import numpy as np
+from mindspore import Tensor, ops
+
+from ..evaluate import exit_logits, topk_counts
 
 __all__ = ["ValResult", "counts_to_result", "ema_weights", "evaluate_shard"]
 
@@ -26,8 +29,6 @@ def evaluate_shard(net, data, batch_size: int, num_exits: int) -> np.ndarray:
     Batches smaller than ``batch_size`` are zero-padded so one graph serves every batch. Top-5 counts
     are 0 when there are fewer than 5 classes.
     """
-    from ..evaluate import exit_logits, topk_counts
-
     net.set_train(False)
     top1 = np.zeros(num_exits)
     top5 = np.zeros(num_exits)
@@ -58,8 +59,6 @@ def ema_weights(net, ema) -> Iterator[None]:
     ``ModelEMA.swapped`` uses) gives the parameter a new buffer, and in MindSpore 2.10 a training graph
     compiled before keeps updating the old one: the training would go on, detached from ``net``.
     """
-    from mindspore import Tensor, ops
-
     params = list(net.get_parameters())
     backup = {p.name: p.asnumpy().copy() for p in params}
     state = ema.state()

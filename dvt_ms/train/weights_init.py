@@ -3,6 +3,11 @@ fan-in initialization of small models."""
 import logging
 from typing import Any, Dict, List
 
+from mindspore import nn
+from mindspore.common.initializer import TruncatedNormal, initializer
+
+from ..checkpoint import load_state, read_checkpoint
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["classifier_head_names", "load_pretrained", "reinit_fan_in"]
@@ -19,9 +24,6 @@ def reinit_fan_in(net) -> int:
     The official init (std 0.02) suits 384-wide and wider models; a 64-wide model starts with signals
     about 4x too small and sits on a plateau for hundreds of steps. Returns the number of layers changed.
     """
-    from mindspore import nn
-    from mindspore.common.initializer import TruncatedNormal, initializer
-
     count = 0
     for _, cell in net.cells_and_names():
         if isinstance(cell, nn.Dense):
@@ -39,8 +41,6 @@ def load_pretrained(net, path: str, weights: str = "model") -> Dict[str, Any]:
     ``.safetensors``, weights ``.ckpt`` and training checkpoints (optimizer state skipped); ``weights`` picks
     the trained weights (``"model"``) or their EMA (``"model_ema"``). Returns the checkpoint's metadata.
     """
-    from ..checkpoint import load_state, read_checkpoint
-
     state, metadata = read_checkpoint(path, weights)
     params = {p.name: p for p in net.get_parameters()}
     heads = [n for n in classifier_head_names(net)
