@@ -24,17 +24,7 @@ def fused_choice() -> KernelChoice:
     return KernelChoice.resolve("on", "CPU")
 
 TINY = dict(embed_dim=48, depth=2, num_heads=3, mlp_ratio=2.0, num_classes=10)
-#: Known bug, left to the kernels' owner: in graph mode, on the fused kernels, the relation-reuse parameters of
-#: these cascades get no gradient (they never train) while feature reuse is on; with feature_reuse=False, in
-#: PyNative, and in the T2T cascades they do. Suspected cause: MindSpore keys a custom op by its function name,
-#: and feature reuse's constant channel mix (no weight gradient) shares ChannelMixForward with relation reuse's
-#: trainable ones. Strict: a fix shows up as a failure here.
-RELATION_REUSE_NO_GRADIENT = ("dvt_deit_small", "dvt_evit_deit_small", "dvt_mindspore_deit_small")
 MODEL_CASES, MODEL_CASE_IDS = one_per_tiny_spec(list_models())
-MODEL_PARAMS = [pytest.param(name, id=case_id, marks=pytest.mark.xfail(
-                    name in RELATION_REUSE_NO_GRADIENT, strict=True,
-                    reason="fused kernels: relation-reuse parameters get no gradient beside feature reuse"))
-                for name, case_id in zip(MODEL_CASES, MODEL_CASE_IDS)]
 RNG = np.random.default_rng(0)
 
 
@@ -258,7 +248,7 @@ def test_float16_inputs_are_refused_with_the_kernel_named():
 
 # ---- whole models: every registered one (list_models()), at tiny sizes
 @needs_kernels
-@pytest.mark.parametrize("name", MODEL_PARAMS)
+@pytest.mark.parametrize("name", MODEL_CASES, ids=MODEL_CASE_IDS)
 def test_models_match_mindspore_ops(name):
     overrides = tiny_overrides(name)
 
