@@ -75,18 +75,30 @@ def test_bf16_train_steps_follow_fp32():
     rng = np.random.default_rng(0)
     batches = [(rng.standard_normal((4, 3, 64, 64)).astype(np.float32), rng.integers(0, 5, 4).astype(np.int32))
                for _ in range(4)]
-    losses, weights = {}, {}
+    losses, updates = {}, {}
     for precision in ("fp32", "bf16"):
         ms.set_seed(0)
         net = create_model("dvt_deit_small", cpu_kernels="on", precision=precision, **tiny)
+        initial = {p.name: p.asnumpy().copy() for p in net.trainable_params()}
         optimizer = create_optimizer(net, "adamw", 1e-3, weight_decay=0.05)
         step = TrainStep(net, MultiExitLoss(), optimizer)
         assert step.loss_scaler is None
         losses[precision] = [float(step(Tensor(x), Tensor(y)).loss) for x, y in batches]
         assert {p.dtype for p in optimizer.parameters} == {ms.float32}
-        weights[precision] = {p.name: p.asnumpy() for p in net.trainable_params()}
+        updates[precision] = {p.name: p.asnumpy() - initial[p.name] for p in net.trainable_params()}
     assert losses["fp32"][-1] < losses["fp32"][0]
     np.testing.assert_allclose(losses["bf16"], losses["fp32"], rtol=2e-2)
     assert losses["bf16"] != losses["fp32"], "bf16 reproduced fp32 exactly: the products did not run in bf16"
-    moved = [np.abs(weights["bf16"][k] - weights["fp32"][k]).max() for k in weights["fp32"]]
-    assert max(moved) < 5e-3  # a few AdamW steps of lr 1e-3 move a weight by at most ~4e-3
+    # Per element, Adam turns rounding noise into full steps where the true gradient is zero (a key bias and
+    # relation reuse's output bias only shift softmax rows), so the updates are compared as a whole...
+    flat = {k: np.concatenate([u.ravel() for u in v.values()]) for k, v in updates.items()}
+    drift = np.linalg.norm(flat["bf16"] - flat["fp32"]) / np.linalg.norm(flat["fp32"])
+    assert drift < 0.15, f"bf16's updates differ from fp32's by {drift:.3f} of their norm"
+    # ...and per parameter only for a lost gradient: weight decay alone would move it ~100x less than lr.
+    # The last block's feature-reuse biases reach no exit (only the class token does) and stay put in both.
+    for name, fp32_update in updates["fp32"].items():
+        if not fp32_update.any():
+            assert not updates["bf16"][name].any(), f"{name} moved in bf16 only"
+            continue
+        ratio = np.linalg.norm(updates["bf16"][name]) / np.linalg.norm(fp32_update)
+        assert ratio > 0.5, f"{name} moved {ratio:.3f}x as far in bf16 as in fp32: its bf16 gradient is lost"
