@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import mindspore as ms
 
 from .budget import budget_curve, exit_assignment
 from .flops import count
@@ -78,8 +79,6 @@ def exit_logits(net, images: np.ndarray, batch_size: Optional[int] = None) -> Li
     With ``batch_size``, a smaller batch runs zero-padded (see :func:`pad_batch`) and the padding rows
     are dropped from the outputs.
     """
-    import mindspore as ms
-
     images, count = pad_batch(images, batch_size)
     out = net(ms.Tensor(np.ascontiguousarray(images, dtype=np.float32)))
     outputs = out if isinstance(out, (tuple, list)) else (out,)

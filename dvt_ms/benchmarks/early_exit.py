@@ -18,6 +18,10 @@ import statistics
 import time
 from typing import Callable, Dict, List, Sequence, Tuple
 
+import numpy as np
+import mindspore as ms
+from mindspore import Tensor
+
 from ..budget import exit_assignment
 from ..flops import count
 from ..infer import AdaptiveClassifier, softmax, thresholds_for_fractions
@@ -46,10 +50,6 @@ def _engine_label(mode: str) -> str:
 def early_exit_measurements(args: argparse.Namespace, images, device: str) -> dict:
     """Build the models, fit the thresholds on the cascade's own logits, check each engine against the
     cascade, and return the timed callables with what the report needs."""
-    import numpy as np
-    import mindspore as ms
-    from mindspore import Tensor
-
     size = args.image_size
 
     def build(name: str):
@@ -184,8 +184,6 @@ def print_early_exit_report(env: dict, gemms: Sequence[Measurement], info: dict,
 
 def early_exit_suite(args: argparse.Namespace, device: str) -> int:
     """Run the suite, print its report and (with ``--json``) write it."""
-    import numpy as np
-
     rng = np.random.default_rng(args.exit_seed)
     images = rng.standard_normal((args.exit_batch, 3, args.image_size, args.image_size), dtype=np.float32)
     info = early_exit_measurements(args, images, device)

@@ -13,6 +13,10 @@ import platform
 import statistics
 from typing import Dict, List, Optional, Sequence
 
+import numpy as np
+import mindspore as ms
+from mindspore import Tensor, nn, ops
+
 from ..kernels import KernelChoice
 from ..kernels import ops as fused_ops
 from ..utils.cpuinfo import CPUINFO, cpuinfo_field, cpuinfo_flags
@@ -54,8 +58,6 @@ def cpu_flags(cpuinfo: str = CPUINFO) -> str:
 
 def header(suite: str, device: str, args: argparse.Namespace, precision: Optional[str] = None) -> Dict[str, str]:
     """The first lines of every suite's report: suite, device, machine, CPU flags, MindSpore, fused kernels."""
-    import mindspore as ms
-
     return {
         "suite": suite,
         "device": device,
@@ -81,17 +83,12 @@ def import_torch(args: argparse.Namespace, threads: int):
 
 
 def _square_operands(size: int):
-    import numpy as np
-    from mindspore import Tensor
-
     rng = np.random.default_rng(0)
     return tuple(Tensor(rng.standard_normal((size, size), dtype=np.float32)) for _ in range(2))
 
 
 def mindspore_gemm(size: int) -> Measurement:
     """``[size, size] @ [size, size]`` on MindSpore's ``matmul``: the fp32 peak."""
-    from mindspore import nn, ops
-
     class MatMul(nn.Cell):
         def construct(self, a, b):
             return ops.matmul(a, b)
@@ -105,8 +102,6 @@ def mindspore_gemm(size: int) -> Measurement:
 def fused_gemm(size: int, precision: str) -> Measurement:
     """``[size, size] @ [size, size]^T`` on the fused kernels' dense product in ``precision``: the peak of the
     bf16 rows (MindSpore's own matmul has no bf16 path on CPU)."""
-    from mindspore import nn
-
     op = fused_ops.project_op(precision=precision)
 
     class Product(nn.Cell):

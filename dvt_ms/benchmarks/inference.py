@@ -14,6 +14,9 @@ import statistics
 from pathlib import Path
 from typing import Dict, List, Sequence
 
+import numpy as np
+import mindspore as ms
+
 from .environment import STOCK, gemm_measurements, gemm_peaks, header, import_torch, mfu, print_header, write_results
 from .mindspore_rows import macs_of, mindspore_measurements
 from .ratios import Pair, print_ratio_table, ratio_rows
@@ -82,9 +85,6 @@ def print_report(env: Dict[str, str], models: Sequence[Measurement], gemms: Sequ
 
 def inference_suite(args: argparse.Namespace, device: str) -> int:
     """The throughput table of ``--models`` at ``--batch_sizes``, with the torch rows and the ratios."""
-    import numpy as np
-    import mindspore as ms
-
     # MindSpore picks its CPU kernel thread count itself (runtime_num_threads; on a 2-core machine 2, and
     # neither set_context(runtime_num_threads=...) nor op_tuning.threads_num changed what its matmuls use),
     # so torch gets the same number and the table reports the threads each measurement really used.

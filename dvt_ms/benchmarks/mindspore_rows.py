@@ -7,6 +7,10 @@ weights. The ``STOCK`` rows are built on MindSpore's own ops, in fp32.
 import logging
 from typing import Dict, List, Sequence
 
+import numpy as np
+import mindspore as ms
+from mindspore import Tensor
+
 from ..flops import count
 from ..models import create_model
 from ..train import MultiExitLoss, TrainStep, create_optimizer
@@ -35,9 +39,6 @@ def _build(name: str, image_size: int, cpu_kernels: str, framework: str, precisi
 def mindspore_measurements(names: Sequence[str], image_size: int, images: Dict[int, object], cpu_kernels: str,
                            precision: str, framework: str = "mindspore") -> List[Measurement]:
     """Eval-mode rows of ``names`` at each batch of ``images``; a cascade computes every exit."""
-    import mindspore as ms
-    from mindspore import Tensor
-
     out = []
     for name in names:
         logger.info("building %s (%s)", name, framework)
@@ -60,8 +61,6 @@ def mindspore_measurements(names: Sequence[str], image_size: int, images: Dict[i
 
 def soft_targets(batch: int, num_classes: int, smoothing: float, seed: int):
     """Label-smoothed one-hot targets ``float32 [batch, num_classes]`` (what the mixup recipe feeds the loss)."""
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     targets = np.full((batch, num_classes), smoothing / num_classes, dtype=np.float32)
     targets[np.arange(batch), rng.integers(0, num_classes, batch)] += 1.0 - smoothing
@@ -72,9 +71,6 @@ def mindspore_train_measurement(name: str, batch: int, image_size: int, images, 
                                 precision: str = "fp32", framework: str = "mindspore") -> Measurement:
     """One ``TrainStep`` call: forward, multi-exit loss, backward, finite checks, AdamW update (no EMA, no
     loss scaler: bf16 keeps float32's exponent range)."""
-    import mindspore as ms
-    from mindspore import Tensor
-
     ms.set_seed(0)
     net = _build(name, image_size, cpu_kernels, framework, precision)
     optimizer = create_optimizer(net, "adamw", 5e-4, weight_decay=0.05)

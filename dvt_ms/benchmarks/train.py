@@ -13,6 +13,9 @@ import logging
 import statistics
 from typing import Dict, List, Sequence
 
+import numpy as np
+import mindspore as ms
+
 from .environment import STOCK, gemm_measurements, gemm_peaks, header, import_torch, mfu, print_header, write_results
 from .inference import FUSED_LABEL
 from .mindspore_rows import macs_of, mindspore_train_measurement, soft_targets
@@ -62,9 +65,6 @@ def print_train_report(env: Dict[str, str], measurements: Sequence[Measurement],
 
 def train_suite(args: argparse.Namespace, device: str) -> int:
     """Run the suite, print its report and (with ``--json``) write it."""
-    import numpy as np
-    import mindspore as ms
-
     batch, size, precision = args.train_batch, args.image_size, args.precision
     rng = np.random.default_rng(0)
     images = rng.standard_normal((batch, 3, size, size), dtype=np.float32)

@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from mindspore.dataset import transforms, vision
+from mindspore.dataset.vision import Inter
 
 from ..models import model_family
 from .decode import read_rgb
@@ -171,9 +173,6 @@ def eval_transforms(data_config: DataConfig) -> list:
     Shorter side resized to ``data_config.resize`` (``int(input_size / crop_pct)``) with its interpolation,
     center crop of ``input_size``, ``(x - 255 * mean) / (255 * std)``, HWC to CHW.
     """
-    from mindspore.dataset import vision
-    from mindspore.dataset.vision import Inter
-
     modes = {"bicubic": Inter.BICUBIC, "bilinear": Inter.BILINEAR}
     return [
         vision.Resize(data_config.resize, modes[data_config.interpolation]),
@@ -185,8 +184,6 @@ def eval_transforms(data_config: DataConfig) -> list:
 
 @functools.lru_cache(maxsize=8)
 def _composed(data_config: DataConfig):
-    from mindspore.dataset import transforms
-
     return transforms.Compose(eval_transforms(data_config))
 
 

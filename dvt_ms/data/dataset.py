@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import mindspore.dataset as ds
 from PIL import ImageFile
 
 from .data_config import IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, DataConfig, denormalize, eval_transforms
@@ -170,8 +171,6 @@ def file_source(info: ImageFolderInfo, shuffle: bool = False, num_shards: Option
     ``S`` gets rows ``k, k + S, ...`` padded by wrapping around to ``ceil(N / S)``; the shuffle follows
     the MindData seed.
     """
-    import mindspore.dataset as ds
-
     columns = {"index": np.arange(info.num_images, dtype=np.int64),
                "label": np.asarray(info.labels, dtype=np.int32)}
     kwargs = dict(num_parallel_workers=num_parallel_workers)
@@ -262,8 +261,6 @@ def create_eval_dataset(split_dir: PathLike, batch_size: int, data_config: Union
     dataset to those files (in that order); ``num_shards``/``shard_id`` read one shard. The folder is
     checked with :func:`check_image_folder` (against ``num_classes`` if given) unless ``info`` is passed.
     """
-    import mindspore.dataset as ds
-
     split_dir = Path(split_dir)
     if isinstance(data_config, DataConfig):
         if crop_pct is not None or interpolation is not None:

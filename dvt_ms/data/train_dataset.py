@@ -6,6 +6,7 @@ import threading
 from typing import Iterator, List, Set, Tuple
 
 import numpy as np
+import mindspore.dataset as ds
 
 from .dataset import ImageFolderInfo
 
@@ -100,8 +101,6 @@ class TrainDataset:
 
     def __iter__(self) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
         if self._iterator is None:
-            import mindspore.dataset as ds
-
             if ds.config.get_seed() != self.seed:
                 logger.warning("the MindData seed changed from %d to %d since this pipeline was built; "
                                "its shuffle and augmentations follow the new one", self.seed,

@@ -40,6 +40,10 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import mindspore as ms
+import mindspore.dataset as ds
+from mindspore.dataset import transforms, vision
+from mindspore.dataset.vision import Inter
 from PIL import ImageFile
 
 from .dataset import IMAGENET_MEAN, IMAGENET_STD, ImageFolderInfo, ImageReader, check_image_folder, file_source
@@ -59,8 +63,6 @@ _INTERPOLATIONS = ("bicubic", "bilinear")
 
 
 def _inter(interpolation: str):
-    from mindspore.dataset.vision import Inter
-
     modes = {"bicubic": Inter.BICUBIC, "bilinear": Inter.BILINEAR}
     if interpolation not in modes:
         raise ValueError(f"interpolation must be one of {', '.join(modes)}, got {interpolation!r}")
@@ -104,8 +106,6 @@ class RandAugmentConfig:
     def to_op(self, interpolation: str = "bicubic"):
         """MindData ``vision.RandAugment`` for this configuration; areas moved in are filled with the
         ImageNet mean colour (as timm)."""
-        from mindspore.dataset import vision
-
         if self.magnitude_std:
             logger.info("RandAugment: magnitude noise (mstd%g) is not available in MindData; using the "
                         "fixed magnitude %d/%d", self.magnitude_std, self.mindspore_magnitude,
@@ -152,8 +152,6 @@ def train_transforms(image_size: int = 224, auto_augment: Optional[str] = DEFAUL
     """MindData operations from a decoded RGB ``uint8`` HWC image to a normalized float32 CHW one:
     ``RandomResizedCrop``, ``RandomHorizontalFlip`` (if ``hflip > 0``), ``RandAugment`` (unless
     ``auto_augment`` is None or empty), ``Normalize``, ``HWC2CHW``."""
-    from mindspore.dataset import vision
-
     image_size = _check_int("image_size", image_size)
     hflip = _check_prob("hflip", hflip)
     inter = _inter(interpolation)
@@ -178,8 +176,6 @@ def batch_mix_op(mixup: float = 0.8, cutmix: float = 1.0, switch_prob: float = 0
     probability ``switch_prob`` (as the closest fraction with denominator <= 20) and MixUp otherwise;
     the whole step is applied to a batch with probability ``mix_prob``.
     """
-    from mindspore.dataset import transforms, vision
-
     mixup, cutmix = _check_alpha("mixup", mixup), _check_alpha("cutmix", cutmix)
     switch_prob, mix_prob = _check_prob("mixup_switch_prob", switch_prob), _check_prob("mixup_prob", mix_prob)
     if mix_prob == 0 or (mixup == 0 and cutmix == 0):
@@ -269,10 +265,6 @@ def create_train_dataset(root_split_dir: PathLike, batch_size: int, num_classes:
     with :func:`~dvt_ms.data.dataset.check_image_folder` against ``num_classes`` unless ``info`` is given.
     Invalid arguments raise ``ValueError`` before anything is built.
     """
-    import mindspore as ms
-    import mindspore.dataset as ds
-    from mindspore.dataset import transforms
-
     batch_size = _check_int("batch_size", batch_size)
     num_classes = _check_int("num_classes", num_classes)
     image_size = _check_int("image_size", image_size)

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from typing import Dict, Optional, Sequence
 
 import numpy as np
+import mindspore as ms
+from mindspore import Tensor, nn, ops
+from mindspore.communication import get_group_size, get_rank, init
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +51,6 @@ class _SumAllReduce:
     """A compiled SUM all-reduce of float32 vectors (one graph per vector length)."""
 
     def __init__(self):
-        from mindspore import nn, ops
-
         class _Cell(nn.Cell):
             def __init__(self):
                 super().__init__()
@@ -61,8 +62,6 @@ class _SumAllReduce:
         self._cell = _Cell()
 
     def __call__(self, values: np.ndarray) -> np.ndarray:
-        from mindspore import Tensor
-
         return self._cell(Tensor(values)).asnumpy()
 
 
@@ -175,9 +174,6 @@ def init_distributed(enabled: Optional[bool] = None) -> DistributedContext:
         enabled = launched_distributed()
     if not enabled:
         return DistributedContext()
-    import mindspore as ms
-    from mindspore.communication import get_group_size, get_rank, init
-
     if not launched_distributed():
         raise DistributedError("distributed: true, but no launcher started this process: run it with msrun "
                                "(scripts/run_msrun.sh) or an Ascend rank table "
