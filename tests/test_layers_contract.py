@@ -1,7 +1,9 @@
 """The package's floors (issue 19): the import-linter ``layers`` contract of pyproject.toml holds, counting
 every import (module-level and inside functions), and no set of modules imports itself in a circle."""
 import ast
+import functools
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -109,8 +111,16 @@ PACKAGE = ROOT / "dvt_ms"
 #: own packages whose modules import an optional third-party package at their top: importing them inside
 #: a function is the optional dependency's lazy import (test_only_the_torch_reference_may_be_imported_late)
 NEEDS_OPTIONAL = {"dvt_ms.reference": "torch"}
-#: third-party packages that are not runtime dependencies, imported only where they are used
-OPTIONAL_PACKAGES = {"torch", "timm", "matplotlib"}
+
+
+@functools.lru_cache(maxsize=None)
+def optional_packages() -> Set[str]:
+    """The import names of pyproject.toml's extras: third-party packages that are not runtime dependencies
+    (tomllib, and sys.stdlib_module_names below, need Python 3.11 and 3.10: skipped before)."""
+    tomllib = pytest.importorskip("tomllib")
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
+    return {re.match(r"[A-Za-z0-9_.-]+", requirement).group(0).lower().replace("-", "_")
+            for requirements in extras.values() for requirement in requirements}
 
 
 def _module_name(path: Path) -> str:
@@ -143,7 +153,7 @@ def _must_be_top_level(name: str) -> bool:
     if _is_own(name):
         return not _optional(name)
     root = name.split(".")[0]
-    return root not in sys.stdlib_module_names and root not in OPTIONAL_PACKAGES
+    return root not in sys.stdlib_module_names and root not in optional_packages()
 
 
 def late_imports(source: str, path: Path) -> List[str]:
