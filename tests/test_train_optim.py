@@ -94,19 +94,25 @@ def test_empty_group_is_dropped_and_errors_name_the_value():
         assert isinstance(create_optimizer(_Small(), name=name), nn.Optimizer)
 
 
-def test_adamw_matches_torch(torch):
-    net = _Small()
+@pytest.mark.parametrize("cpu_kernels", ["off", "on"])
+def test_adamw_matches_torch(torch, cpu_kernels):
+    """Both updates (MindSpore's AdamWeightDecay op, and the fused CPU kernel a model on the fused kernels gets)
+    follow torch.optim.AdamW over steps with a changing lr, with and without weight decay."""
+    net = create_model("deit_small", embed_dim=32, depth=1, num_heads=2, mlp_ratio=2.0, num_classes=5,
+                       image_size=32, cpu_kernels=cpu_kernels)
     rng = np.random.default_rng(0)
     for p in net.trainable_params():
         p.set_data(ms.Tensor(rng.standard_normal(p.shape).astype(np.float32)))
     lrs = np.array([1e-2, 2e-2, 3e-2, 3e-2, 1e-2], np.float32)
     optimizer = create_optimizer(net, lr=lrs, weight_decay=0.1)
-    assert isinstance(optimizer, AdamW)
+    assert isinstance(optimizer, AdamW) and optimizer.cpu_kernel == (cpu_kernels == "on")
     ref = {p.name: torch.tensor(p.asnumpy(), requires_grad=True) for p in net.trainable_params()}
-    ref_opt = torch.optim.AdamW([{"params": [ref["fc.weight"]], "weight_decay": 0.1},
-                                 {"params": [v for k, v in ref.items() if k != "fc.weight"], "weight_decay": 0.0}],
+    decay, no_decay = split_decay_params(net)
+    ref_opt = torch.optim.AdamW([{"params": [ref[p.name] for p in decay], "weight_decay": 0.1},
+                                 {"params": [ref[p.name] for p in no_decay], "weight_decay": 0.0}],
                                 lr=1e-2, betas=(0.9, 0.999), eps=1e-8)
-    for step, lr in enumerate(lrs):
+    start = {p.name: p.asnumpy().copy() for p in net.trainable_params()}
+    for lr in lrs:
         grads = [rng.standard_normal(p.shape).astype(np.float32) for p in optimizer.parameters]
         optimizer(tuple(ms.Tensor(g) for g in grads))
         for g, p in zip(grads, optimizer.parameters):
@@ -115,7 +121,13 @@ def test_adamw_matches_torch(torch):
             group["lr"] = float(lr)
         ref_opt.step()
     for p in net.trainable_params():
+        assert np.abs(p.asnumpy() - start[p.name]).max() > 1e-2, f"{p.name} was not updated"
         np.testing.assert_allclose(p.asnumpy(), ref[p.name].detach().numpy(), atol=1e-6, err_msg=p.name)
+    state = {p.name: p for p in optimizer_state_params(optimizer)}
+    for p in optimizer.parameters:
+        torch_state = ref_opt.state[ref[p.name]]
+        np.testing.assert_allclose(state[f"adam_m.{p.name}"].asnumpy(), torch_state["exp_avg"].numpy(), atol=1e-6)
+        np.testing.assert_allclose(state[f"adam_v.{p.name}"].asnumpy(), torch_state["exp_avg_sq"].numpy(), atol=1e-6)
     assert int(optimizer.global_step.asnumpy()[0]) == len(lrs)
 
 

@@ -21,8 +21,10 @@ CPU_KERNEL_MODES = ("auto", "on", "off")
 SOURCE = Path(__file__).with_name("cpu_ops.cc")
 #: files that SOURCE includes: part of the cache key
 INCLUDES = tuple(Path(__file__).with_name(name)
-                 for name in ("cpu_ops_bf16.inc", "cpu_ops_activations.inc", "cpu_ops_bf16_grads.inc"))
-FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=c++14", "-pthread")
+                 for name in ("cpu_ops_bf16.inc", "cpu_ops_activations.inc", "cpu_ops_bf16_grads.inc",
+                              "cpu_ops_optim.inc"))
+#: -fno-math-errno: a loop with std::sqrt only vectorizes when sqrt need not set errno (the kernels never read it)
+FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC", "-std=c++14", "-pthread")
 #: x86 compilers tune -march=native to 256-bit vectors even where AVX-512 exists; the element-wise kernels
 #: (exp, GELU, conversions) run 2-3x faster with 512-bit ones, and a CPU without AVX-512 ignores the preference
 X86_FLAGS = ("-mprefer-vector-width=512",)

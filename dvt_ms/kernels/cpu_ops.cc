@@ -962,3 +962,4 @@ DVT_PRODUCT_KERNEL(ConstChannelMixBackward, 3) { return ChannelMixGrads(params, 
 // The bfloat16 products and their gradients, which take and give bfloat16 activations.
 #include "cpu_ops_activations.inc"
 #include "cpu_ops_bf16_grads.inc"
+#include "cpu_ops_optim.inc"

@@ -16,6 +16,7 @@ from functools import lru_cache
 
 from mindspore import ops
 from mindspore.common import dtype as mstype
+from mindspore.ops import signature as sig
 
 from . import library_path
 
@@ -282,3 +283,33 @@ def channel_mix_gelu_op(precision: str = "bf16") -> ops.Custom:
 
     return _aot(_product("ChannelMixGeluForward", precision), lambda x, w, b: [x[0], w[0], x[2]],
                 _activation(precision, True), bprop)
+
+
+@lru_cache(maxsize=None)
+def adamw_update_op(count: int) -> ops.Custom:
+    """``(weight_decay[count], hyper[8], *params, *exp_avgs, *exp_avg_sqs, *grads) -> done[1]``: PyTorch's AdamW
+    step of ``count`` parameters in one pass, in place.
+
+    Writes the float32 parameters and both moments where they are; gradients are float32 or bfloat16.
+    ``weight_decay`` holds each parameter's (0 for none); ``hyper`` is
+    ``[lr, beta1, beta2, 1 - beta1, 1 - beta2, lr / c1, c2, eps]`` with the bias corrections ``c1 = 1 - beta1^t`` and
+    ``c2 = sqrt(1 - beta2^t)``. The op is declared as writing the parameters and moments (as MindSpore's
+    ``AdamWeightDecay`` is), so the graph orders every other read of them before or after it, as written.
+    """
+    if count < 1:
+        raise ValueError(f"adamw_update_op needs at least one parameter, got {count}")
+
+    def checked(*dtypes):
+        for index, dtype in enumerate(dtypes[2:2 + 3 * count]):
+            if _element_type(dtype) != mstype.float32:
+                role = ("parameter", "exp_avg", "exp_avg_sq")[index // count]
+                raise TypeError(f"AdamWUpdate updates float32 tensors in place; {role} {index % count} is {dtype}")
+        return mstype.float32
+
+    op = _aot("AdamWUpdate", lambda *shapes: (1,), checked)
+    read = (sig.make_sig("weight_decay"), sig.make_sig("hyper"))
+    written = tuple(sig.make_sig(f"{role}{t}", sig.sig_rw.RW_WRITE)
+                    for role in ("param", "exp_avg", "exp_avg_sq") for t in range(count))
+    op.set_signatures(read + written + tuple(sig.make_sig(f"grad{t}") for t in range(count)))
+    op.add_prim_attr("side_effect_mem", True)
+    return op
