@@ -22,7 +22,7 @@ SOURCE = Path(__file__).with_name("cpu_ops.cc")
 #: files that SOURCE includes: part of the cache key
 INCLUDES = tuple(Path(__file__).with_name(name)
                  for name in ("cpu_ops_bf16.inc", "cpu_ops_activations.inc", "cpu_ops_bf16_grads.inc",
-                              "cpu_ops_optim.inc"))
+                              "cpu_ops_optim.inc", "cpu_ops_resample.inc"))
 #: -fno-math-errno: a loop with std::sqrt only vectorizes when sqrt need not set errno (the kernels never read it)
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC", "-std=c++14", "-pthread")
 #: x86 compilers tune -march=native to 256-bit vectors even where AVX-512 exists; the element-wise kernels

@@ -818,18 +818,13 @@ static int DenseForward(void **params, int *ndims, int64_t **shapes, bool has_bi
 }
 
 // Gradients of DenseForward. in: dy [R, N], x [R, K], weight [N, K]; out: dx [R, K], dweight [N, K](, dbias [N]).
-// A constant weight (weight_grad false) gets zeros.
-static int DenseBackward(void **params, int *ndims, int64_t **shapes, bool has_bias, bool weight_grad = true) {
+static int DenseBackward(void **params, int *ndims, int64_t **shapes, bool has_bias) {
   const Precision precision = Precision::kFloat32;
   const float *dy = IN(0), *x = IN(1), *weight = IN(2);
   float *dx = OUT(3), *dweight = OUT(4);
   const int64_t n = shapes[0][ndims[0] - 1], rows = Rows(ndims[0], shapes[0]), k = shapes[2][1];
   if (!Gemm(precision, 'N', 'N', rows, k, n, dy, n, weight, k, dx, k)) return 2;
-  if (!weight_grad) {
-    std::fill(dweight, dweight + n * k, 0.0f);
-  } else if (!Gemm(precision, 'T', 'N', n, k, rows, dy, n, x, k, dweight, k)) {
-    return 2;
-  }
+  if (!Gemm(precision, 'T', 'N', n, k, rows, dy, n, x, k, dweight, k)) return 2;
   if (has_bias) ColumnSums(dy, rows, n, OUT(5));
   return 0;
 }
@@ -856,7 +851,6 @@ DVT_KERNEL(LinearResidualForward, 1) {
 DVT_KERNEL(LinearBackward, 3) { return DenseBackward(params, ndims, shapes, true); }
 DVT_KERNEL(ProjectForward, 1) { return DenseForward(params, ndims, shapes, false, Precision::kFloat32); }
 DVT_KERNEL(ProjectBackward, 2) { return DenseBackward(params, ndims, shapes, false); }
-DVT_KERNEL(ConstProjectBackward, 2) { return DenseBackward(params, ndims, shapes, false, false); }
 
 // `count` independent products C_i[m, n] = op(A_i) op(B_i) (+ C_i if accumulate) of contiguous [count, ...]
 // tensors, each on one thread, the batch split over the threads. Leading dimensions are those of the
@@ -963,3 +957,4 @@ DVT_PRODUCT_KERNEL(ConstChannelMixBackward, 3) { return ChannelMixGrads(params, 
 #include "cpu_ops_activations.inc"
 #include "cpu_ops_bf16_grads.inc"
 #include "cpu_ops_optim.inc"
+#include "cpu_ops_resample.inc"

@@ -201,18 +201,14 @@ def linear_residual_op(precision: str = "fp32") -> ops.Custom:
 
 
 @lru_cache(maxsize=None)
-def project_op(constant: bool = False, precision: str = "fp32", narrow: bool = False) -> ops.Custom:
-    """``(x [..., K], weight [N, K]) -> x @ weight.T`` on oneDNN (an activation: ``narrow``).
-
-    ``constant``: ``weight`` is a constant (a resampling matrix), so its gradient is zero.
-    """
-    backward = _aot(_product("ConstProjectBackward" if constant else "ProjectBackward", precision),
-                    lambda dy, x, w: (x, w), lambda dy, x, w: (x, w))
+def project_op(precision: str = "fp32", narrow: bool = False) -> ops.Custom:
+    """``(x [..., K], weight [N, K]) -> x @ weight.T`` on oneDNN (an activation: ``narrow``)."""
+    backward = _aot(_product("ProjectBackward", precision), lambda dy, x, w: (x, w), lambda dy, x, w: (x, w))
 
     def bprop(x, weight, out, dout):
         return backward(dout, x, weight)
 
-    name = ("Const" if constant else "") + ("ProjectForwardNarrow" if narrow else "ProjectForward")
+    name = "ProjectForwardNarrow" if narrow else "ProjectForward"
     return _aot(_product(name, precision), lambda x, w: list(x[:-1]) + [w[0]], _activation(precision, narrow), bprop)
 
 
@@ -251,8 +247,8 @@ def attention_mix_op(precision: str = "fp32") -> ops.Custom:
 
 
 @lru_cache(maxsize=None)
-def channel_mix_op(constant: bool = False, precision: str = "fp32", narrow: bool = False) -> ops.Custom:
-    """``(x [B, I, L], weight [O, I], bias [O]) -> weight @ x[b] + bias`` per batch element.
+def channel_mix_op(constant: bool = False, precision: str = "fp32") -> ops.Custom:
+    """``(x [B, I, L], weight [O, I], bias [O]) -> weight @ x[b] + bias`` per batch element, float32.
 
     ``constant``: ``weight`` and ``bias`` are constants (a resampling matrix), so their gradients are zero.
     """
@@ -262,8 +258,8 @@ def channel_mix_op(constant: bool = False, precision: str = "fp32", narrow: bool
     def bprop(x, weight, bias, out, dout):
         return backward(dout, x, weight)
 
-    name = ("Const" if constant else "") + ("ChannelMixForwardNarrow" if narrow else "ChannelMixForward")
-    return _aot(_product(name, precision), lambda x, w, b: [x[0], w[0], x[2]], _activation(precision, narrow), bprop)
+    name = ("Const" if constant else "") + "ChannelMixForward"
+    return _aot(_product(name, precision), lambda x, w, b: [x[0], w[0], x[2]], _float32, bprop)
 
 
 @lru_cache(maxsize=None)
@@ -283,6 +279,26 @@ def channel_mix_gelu_op(precision: str = "bf16") -> ops.Custom:
 
     return _aot(_product("ChannelMixGeluForward", precision), lambda x, w, b: [x[0], w[0], x[2]],
                 _activation(precision, True), bprop)
+
+
+@lru_cache(maxsize=None)
+def grid_resample_op() -> ops.Custom:
+    """``(maps [..., n * n], axis [d, s], class_weight[1]) -> R A R^T [..., m * m]`` per map ``A [n, n]``, float32.
+
+    ``n = 1 + s * s`` tokens (the class token, then an ``s x s`` grid, row-major) become ``m = 1 + d * d``: ``R``
+    scales the class token by ``class_weight`` and resamples the grid by ``kron(axis, axis)``, in sparse
+    separable passes. ``maps`` is float32 or bfloat16. DVT's relation reuse; ``axis`` is a constant.
+    """
+    def resampled(maps, axis, class_weight):
+        return list(maps[:-1]) + [(1 + axis[0] * axis[0]) ** 2]
+
+    backward = _aot("GridResampleBackward", resampled, _float32)
+
+    def bprop(maps, axis, class_weight, out, dout):
+        dmaps = backward(dout, axis.T, class_weight)
+        return ops.cast(dmaps, maps.dtype), ops.zeros_like(axis), ops.zeros_like(class_weight)
+
+    return _aot("GridResample", resampled, _float32, bprop)
 
 
 @lru_cache(maxsize=None)

@@ -33,10 +33,15 @@ def _adaptive_avg_pool_matrix(size: int, dst: int) -> np.ndarray:
     return matrix
 
 
-def grid_resample_matrix(src: int, dst: int) -> np.ndarray:
-    """``[dst**2, src**2]`` matrix mapping a row-major ``src x src`` grid to ``dst x dst``."""
+def axis_resample_matrix(src: int, dst: int) -> np.ndarray:
+    """``[dst, src]`` matrix of the resampling along one grid axis (a few nonzeros per row)."""
     size = intermediate_size(src, dst)
-    axis = _adaptive_avg_pool_matrix(size, dst) @ _nearest_matrix(src, size)
+    return _adaptive_avg_pool_matrix(size, dst) @ _nearest_matrix(src, size)
+
+
+def grid_resample_matrix(src: int, dst: int) -> np.ndarray:
+    """``[dst**2, src**2]`` matrix mapping a row-major ``src x src`` grid to ``dst x dst``: both axes'."""
+    axis = axis_resample_matrix(src, dst)
     return np.kron(axis, axis)
 
 

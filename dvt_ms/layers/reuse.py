@@ -9,7 +9,7 @@ from .activation import GELU
 from .mlp import Mlp
 from .norm import LayerNorm
 from .products import low_precision_product
-from .resample import token_resample_matrix
+from .resample import axis_resample_matrix, token_resample_matrix
 
 
 class FeatureReuse(UsesKernels, nn.Cell):
@@ -82,15 +82,12 @@ class RelationReuse(UsesKernels, nn.Cell):
         self.fc1 = ChannelMix(in_channels, out_channels * expansion, kernels)
         self.act = GELU(kernels, approximate_gelu)
         self.fc2 = ChannelMix(out_channels * expansion, out_channels, kernels)
-        resample = token_resample_matrix(src_grid, dst_grid, class_token_weight=1.0)
-        self.resample_t = Tensor(np.ascontiguousarray(resample.T))
+        self.resample_t = Tensor(np.ascontiguousarray(token_resample_matrix(src_grid, dst_grid, 1.0).T))
         self.out_channels = out_channels
-        if kernels.available:
-            self.resample = Tensor(resample)
-            self.no_bias = Tensor(np.zeros(resample.shape[0], np.float32))
-            self.fused_left = fused_ops.channel_mix_op(constant=True, precision=kernels.kernel_precision,
-                                                       narrow=True)
-            self.fused_right = fused_ops.project_op(constant=True, precision=kernels.kernel_precision)
+        if kernels.available:  # the same R, as the sparse axis matrix it is made of
+            self.axis = Tensor(axis_resample_matrix(src_grid, dst_grid).astype(np.float32))
+            self.class_weight = Tensor(np.ones(1, np.float32))
+            self.fused_resample = fused_ops.grid_resample_op()
 
     def construct(self, relations: Tensor) -> Tensor:
         b, c, n, _ = relations.shape
@@ -100,15 +97,11 @@ class RelationReuse(UsesKernels, nn.Cell):
             mixed = self.fc2(self.fc1.fused_gelu(flat, self.fc1.weight, self.fc1.bias))
         else:
             mixed = self.fc2(self.act(self.fc1(flat)))
-        if self.fused:  # A @ R per map (an activation for the next product), then (A @ R) @ A.T as one product
-            dst = self.resample.shape[0]
-            # left may be bfloat16, which MindSpore's CPU Reshape does not take: the product reads [maps, dst, n]
-            left = self.fused_left(mixed.reshape(b * self.out_channels, n, n), self.resample, self.no_bias)
-            both = self.fused_right(left, self.resample)
-            return both.reshape(b, self.out_channels, dst, dst)
+        dst = self.resample_t.shape[1]
+        if self.fused:
+            return self.fused_resample(mixed, self.axis, self.class_weight).reshape(b, self.out_channels, dst, dst)
         # A @ R @ A.T as two plain 2-D products (a batched product would copy A once per map):
         # (R.T @ A.T) is (A @ R).T, transposed back, then (A @ R) @ A.T.
-        dst = self.resample_t.shape[1]
         low, resample_t = self.product_dtype, ops.cast(self.resample_t, mixed.dtype)
         maps = mixed.reshape(b * self.out_channels, n, n).transpose(0, 2, 1).reshape(-1, n)
         rows = low_precision_product(ops.matmul, maps, resample_t, low).reshape(-1, n, dst).transpose(0, 2, 1)
