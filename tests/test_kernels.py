@@ -164,19 +164,30 @@ def test_attention_matches_mindspore(heads, tokens, bias):
 
 
 @needs_kernels
-@pytest.mark.parametrize("src,dst", [(7, 10), (10, 14), (3, 5)])
-def test_relation_resampling_matches_the_dense_products(src, dst):
+@pytest.mark.parametrize("src,dst,heads", [(7, 10, 2), (10, 14, 2), (3, 5, 4)])
+def test_relation_resampling_matches_the_dense_products(src, dst, heads):
     """DVT's relation resampling R A R^T as sparse separable passes (GridResample) against MindSpore's two dense
     products, values and gradients, and a bfloat16 input against the same values in float32."""
-    fused, stock = fused_and_stock(lambda kernels: RelationReuse(6, 4, src, dst, kernels=kernels))
+    class AllLayers(nn.Cell):
+        """The per-layer relation biases (4 / heads layers), stacked again."""
+
+        def __init__(self, kernels):
+            super().__init__()
+            self.reuse = RelationReuse(6, 4, src, dst, heads, kernels=kernels)
+
+        def construct(self, x):
+            return ops.concat(self.reuse(x), axis=1)
+
+    fused, stock = fused_and_stock(AllLayers)
     n, m = 1 + src * src, 1 + dst * dst
     x, w = tensor(2, 6, n, n), tensor(2, 4, m, m)
     assert_same(outputs_and_grads(fused, [x], w), outputs_and_grads(stock, [x], w), 1e-5)
 
-    op, axis, class_weight = kernel_ops.grid_resample_op(), fused.axis, fused.class_weight
-    maps = Tensor(tensor(3, n * n).asnumpy(), ms.bfloat16)
-    np.testing.assert_allclose(op(maps, axis, class_weight).asnumpy(),
-                               op(maps.astype(ms.float32), axis, class_weight).asnumpy(), rtol=0, atol=1e-6)
+    op, axis, class_weight = kernel_ops.grid_resample_op(3), fused.reuse.axis, fused.reuse.class_weight
+    maps = Tensor(tensor(2, 6, n * n).asnumpy(), ms.bfloat16)
+    for narrow, wide in zip(op(maps, axis, class_weight), op(maps.astype(ms.float32), axis, class_weight)):
+        assert narrow.shape == (2, 2, m, m)
+        np.testing.assert_allclose(narrow.asnumpy(), wide.asnumpy(), rtol=0, atol=1e-6)
 
 
 @needs_kernels

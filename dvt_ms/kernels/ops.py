@@ -282,23 +282,35 @@ def channel_mix_gelu_op(precision: str = "bf16") -> ops.Custom:
 
 
 @lru_cache(maxsize=None)
-def grid_resample_op() -> ops.Custom:
-    """``(maps [..., n * n], axis [d, s], class_weight[1]) -> R A R^T [..., m * m]`` per map ``A [n, n]``, float32.
+def grid_resample_op(layers: int) -> ops.Custom:
+    """``(maps [B, C, n * n], axis [d, s], class_weight[1]) -> layers x [B, C / layers, m, m]``: ``R A R^T`` per map
+    ``A [n, n]``, float32, channel ``c`` into output ``c // (C / layers)`` (a relation bias per layer, no split).
 
     ``n = 1 + s * s`` tokens (the class token, then an ``s x s`` grid, row-major) become ``m = 1 + d * d``: ``R``
     scales the class token by ``class_weight`` and resamples the grid by ``kron(axis, axis)``, in sparse
     separable passes. ``maps`` is float32 or bfloat16. DVT's relation reuse; ``axis`` is a constant.
     """
-    def resampled(maps, axis, class_weight):
-        return list(maps[:-1]) + [(1 + axis[0] * axis[0]) ** 2]
+    if layers < 1:
+        raise ValueError(f"grid_resample_op needs at least one output layer, got {layers}")
 
-    backward = _aot("GridResampleBackward", resampled, _float32)
+    def per_layer(maps, axis, class_weight):
+        side = 1 + axis[0] * axis[0]
+        shape = [maps[0], maps[1] // layers, side, side]
+        return shape if layers == 1 else tuple(shape for _ in range(layers))
+
+    def stacked(*shapes):  # (dy_0, ..., dy_{layers-1}, axis^T, class_weight)
+        dy, axis_t = shapes[0], shapes[layers]
+        return [dy[0], dy[1] * layers, (1 + axis_t[0] * axis_t[0]) ** 2]
+
+    backward = _aot("GridResampleBackward", stacked, _float32)
 
     def bprop(maps, axis, class_weight, out, dout):
-        dmaps = backward(dout, axis.T, class_weight)
+        dy = (dout,) if layers == 1 else dout
+        dmaps = backward(*dy, axis.T, class_weight)
         return ops.cast(dmaps, maps.dtype), ops.zeros_like(axis), ops.zeros_like(class_weight)
 
-    return _aot("GridResample", resampled, _float32, bprop)
+    return _aot("GridResample", per_layer,
+                lambda *_: mstype.float32 if layers == 1 else tuple(mstype.float32 for _ in range(layers)), bprop)
 
 
 @lru_cache(maxsize=None)

@@ -1,4 +1,6 @@
 """DVT reuse modules: what a stage takes from the stage before it."""
+from typing import Tuple
+
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal, initializer
@@ -70,26 +72,31 @@ class ChannelMix(UsesKernels, nn.Cell):
 class RelationReuse(UsesKernels, nn.Cell):
     """Mix the previous stage's attention logits across (layer, head) channels and resample them.
 
-    Input ``[B, in_channels, 1 + src**2, 1 + src**2]`` (all layers' logits, layer-major); output
-    ``[B, out_channels, 1 + dst**2, 1 + dst**2]``. Class-token rows and columns are carried over
-    unresampled, image-token rows and columns are resampled on the grid.
+    Input ``[B, in_channels, 1 + src**2, 1 + src**2]`` (all layers' logits, layer-major); output one
+    ``[B, heads, 1 + dst**2, 1 + dst**2]`` relation bias per layer (``out_channels / heads`` of them). Class-token
+    rows and columns are carried over unresampled, image-token rows and columns are resampled on the grid.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, src_grid: int, dst_grid: int,
+    def __init__(self, in_channels: int, out_channels: int, src_grid: int, dst_grid: int, heads: int,
                  expansion: int = 3, kernels: KernelChoice = STOCK, approximate_gelu: bool = False):
         super().__init__()
+        if out_channels % heads:
+            raise ValueError(f"RelationReuse: out_channels {out_channels} is not a whole number of layers of "
+                             f"{heads} heads")
         self.kernels = kernels
         self.fc1 = ChannelMix(in_channels, out_channels * expansion, kernels)
         self.act = GELU(kernels, approximate_gelu)
         self.fc2 = ChannelMix(out_channels * expansion, out_channels, kernels)
         self.resample_t = Tensor(np.ascontiguousarray(token_resample_matrix(src_grid, dst_grid, 1.0).T))
         self.out_channels = out_channels
+        self.heads = heads
+        self.layers = out_channels // heads
         if kernels.available:  # the same R, as the sparse axis matrix it is made of
             self.axis = Tensor(axis_resample_matrix(src_grid, dst_grid).astype(np.float32))
             self.class_weight = Tensor(np.ones(1, np.float32))
-            self.fused_resample = fused_ops.grid_resample_op()
+            self.fused_resample = fused_ops.grid_resample_op(self.layers)
 
-    def construct(self, relations: Tensor) -> Tensor:
+    def construct(self, relations: Tensor) -> Tuple[Tensor, ...]:
         b, c, n, _ = relations.shape
         flat = relations.reshape(b, c, n * n)
         if self.fused and self.fc1.gelu_epilogue and not self.act.approximate:
@@ -97,13 +104,14 @@ class RelationReuse(UsesKernels, nn.Cell):
             mixed = self.fc2(self.fc1.fused_gelu(flat, self.fc1.weight, self.fc1.bias))
         else:
             mixed = self.fc2(self.act(self.fc1(flat)))
-        dst = self.resample_t.shape[1]
         if self.fused:
-            return self.fused_resample(mixed, self.axis, self.class_weight).reshape(b, self.out_channels, dst, dst)
+            per_layer = self.fused_resample(mixed, self.axis, self.class_weight)
+            return (per_layer,) if self.layers == 1 else per_layer
+        dst = self.resample_t.shape[1]
         # A @ R @ A.T as two plain 2-D products (a batched product would copy A once per map):
         # (R.T @ A.T) is (A @ R).T, transposed back, then (A @ R) @ A.T.
         low, resample_t = self.product_dtype, ops.cast(self.resample_t, mixed.dtype)
         maps = mixed.reshape(b * self.out_channels, n, n).transpose(0, 2, 1).reshape(-1, n)
         rows = low_precision_product(ops.matmul, maps, resample_t, low).reshape(-1, n, dst).transpose(0, 2, 1)
         both = low_precision_product(ops.matmul, rows.reshape(-1, n), resample_t, low)
-        return both.reshape(b, self.out_channels, dst, dst)
+        return ops.split(both.reshape(b, self.out_channels, dst, dst), self.heads, axis=1)

@@ -80,7 +80,8 @@ class VisionTransformer(nn.Cell):
         if relations_from is not None:
             self.relation_reuse = RelationReuse(spec.stages[relations_from].relation_channels,
                                                 stage.relation_channels, spec.grid_size(relations_from),
-                                                self.grid_size, kernels=kernels, approximate_gelu=tanh)
+                                                self.grid_size, self.num_heads, kernels=kernels,
+                                                approximate_gelu=tanh)
         self.norm = LayerNorm((embed_dim,), epsilon=stage.norm_eps, kernels=kernels)
         self.head = Linear(embed_dim, spec.num_classes, kernels=kernels) if spec.num_classes > 0 else nn.Identity()
         self._init_weights()
@@ -106,7 +107,7 @@ class VisionTransformer(nn.Cell):
         x = ops.concat((cls, tokens), axis=1) + self.pos_embed
         layer_biases = None
         if self.relation_reuse is not None:
-            layer_biases = ops.split(self.relation_reuse(reused_relations), self.num_heads, axis=1)
+            layer_biases = self.relation_reuse(reused_relations)
         relations = []
         kept = []
         selections = ()  # what the full-grid reused inputs follow in a pruning stage
