@@ -60,7 +60,6 @@ def _adamw_update_one(fused_op, beta1, beta2, eps, lr, decay_ratio, weight_decay
     return True
 
 
-
 class AdamW(nn.Optimizer):
     """``torch.optim.AdamW`` semantics (bias-corrected moments, decoupled weight decay) for MindSpore.
 
